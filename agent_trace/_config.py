@@ -1,0 +1,396 @@
+"""Settings from arguments and the environment, validated once at `configure()`.
+
+Explicit arguments win over environment variables; environment variables follow the names the
+OpenTelemetry and Sentry ecosystems already use, and `AGENT_TRACE_*` for the rest. Every
+problem raises `ConfigurationError` naming the setting, the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigurationError", "Settings", "SentryDsn", "resolve_settings"]
+
+DEFAULT_LOCAL_PATH = Path(".agent-trace") / "traces.jsonl"
+_HASH_RE = re.compile(r"^[0-9a-f]{8,64}$")
+_PROTOCOLS = {"grpc": "grpc", "http": "http", "http/protobuf": "http"}
+_SENTRY_MODES = ("envelope", "otlp")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+class ConfigurationError(ValueError):
+    """A setting given to `configure()` (or read from the environment) is not usable.
+
+    The message names the setting, quotes the bad value and says how to fix it.
+    """
+
+
+def _fail(setting: str, value: object, problem: str, fix: str) -> ConfigurationError:
+    return ConfigurationError(f"{setting}={value!r}: {problem}. Fix: {fix}")
+
+
+@dataclass(frozen=True)
+class SentryDsn:
+    """A parsed Sentry DSN. `public_key` is a secret for logging purposes: never print `raw`."""
+
+    scheme: str
+    public_key: str
+    host: str
+    project_id: str
+    path_prefix: str = ""
+
+    @property
+    def envelope_url(self) -> str:
+        return f"{self.scheme}://{self.host}{self.path_prefix}/api/{self.project_id}/envelope/"
+
+    @property
+    def otlp_traces_url(self) -> str:
+        return (
+            f"{self.scheme}://{self.host}{self.path_prefix}"
+            f"/api/{self.project_id}/integration/otlp/v1/traces/"
+        )
+
+    @property
+    def auth_header(self) -> str:
+        return f"Sentry sentry_key={self.public_key}"
+
+    @property
+    def url(self) -> str:
+        """The full DSN, key included: for sentry-sdk only, never for output."""
+        return f"{self.scheme}://{self.public_key}@{self.host}{self.path_prefix}/{self.project_id}"
+
+    @property
+    def redacted(self) -> str:
+        """The DSN without its key, safe to print."""
+        return f"{self.scheme}://***@{self.host}{self.path_prefix}/{self.project_id}"
+
+    @classmethod
+    def parse(cls, raw: str, setting: str = "sentry_dsn") -> SentryDsn:
+        shown = _redact_dsn(raw)
+        try:
+            parts = urllib.parse.urlsplit(raw)
+            port = parts.port
+        except ValueError as exc:
+            raise _fail(setting, shown, f"not a URL ({exc})", _DSN_FIX) from None
+        if parts.scheme not in ("http", "https"):
+            raise _fail(setting, shown, "the scheme must be http or https", _DSN_FIX)
+        if not parts.username:
+            raise _fail(setting, shown, "the DSN has no public key before '@'", _DSN_FIX)
+        if not parts.hostname or any(c.isspace() for c in raw):
+            raise _fail(setting, shown, "the DSN has no host or contains spaces", _DSN_FIX)
+        path = parts.path.rstrip("/")
+        prefix, _, project = path.rpartition("/")
+        if not project.isdigit():
+            raise _fail(setting, shown, "the path must end with a numeric project id", _DSN_FIX)
+        host = parts.hostname if port is None else f"{parts.hostname}:{port}"
+        return cls(parts.scheme, parts.username, host, project, prefix)
+
+
+_DSN_FIX = "use the DSN from the Sentry project settings, shaped like http(s)://KEY@HOST/PROJECT_ID"
+
+
+def _redact_dsn(raw: str) -> str:
+    # The key in a DSN is a credential: error messages show the rest of the value only.
+    return re.sub(r"//[^@/]*@", "//***@", raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one `configure()` call."""
+
+    service_name: str
+    otlp_endpoint: str | None = None
+    otlp_protocol: str = "grpc"
+    otlp_headers: Mapping[str, str] = field(default_factory=dict)
+    sentry_dsn: SentryDsn | None = None
+    sentry_mode: str = "envelope"
+    sentry_environment: str | None = None
+    sentry_release: str | None = None
+    constitution_hash: str | None = None
+    local_path: Path | None = None
+    sample_rate: float = 1.0
+    capture_content: bool = False
+    resource_attributes: Mapping[str, str] = field(default_factory=dict)
+    max_queue_size: int = 2048
+    max_export_batch_size: int = 512
+    schedule_delay_s: float = 0.5
+    export_timeout_s: float = 10.0
+    exit_timeout_s: float = 5.0
+    prometheus_port: int | None = None
+    prometheus_host: str = "127.0.0.1"
+
+    @property
+    def sinks(self) -> tuple[str, ...]:
+        """Names of the sinks these settings turn on, in fan-out order."""
+        names = []
+        if self.otlp_endpoint:
+            names.append("otlp")
+        if self.sentry_dsn:
+            names.append("sentry")
+        if self.local_path is not None:
+            names.append("local_file")
+        return tuple(names)
+
+
+class _Source:
+    """Looks a setting up in the explicit arguments first, then in the environment."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def pick(self, explicit: Any, *names: str) -> tuple[Any, str | None]:
+        if explicit is not None:
+            return explicit, None
+        for name in names:
+            value = self.env.get(name)
+            if value is not None and value.strip() != "":
+                return value.strip(), name
+        return None, None
+
+
+def _parse_bool(value: Any, setting: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _fail(setting, value, "not a boolean", "use true or false")
+
+
+def _parse_float(value: Any, setting: str, low: float, high: float, fix: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _fail(setting, value, "not a number", fix) from None
+    if isinstance(value, bool) or math.isnan(number) or not low <= number <= high:
+        raise _fail(setting, value, f"must be between {low} and {high}", fix)
+    return number
+
+
+def _parse_int(value: Any, setting: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise _fail(setting, value, "not a whole number", f"use {low}..{high}") from None
+    if isinstance(value, bool) or not low <= number <= high:
+        raise _fail(setting, value, f"must be between {low} and {high}", f"use {low}..{high}")
+    return number
+
+
+def _parse_pairs(value: Any, setting: str) -> dict[str, str]:
+    """`k=v,k2=v2` (URL-encoded, as OTEL_*_HEADERS and OTEL_RESOURCE_ATTRIBUTES are) or a mapping."""
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    pairs: dict[str, str] = {}
+    for item in str(value).split(","):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise _fail(setting, value, f"{item.strip()!r} is not key=value", "use k1=v1,k2=v2")
+        pairs[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(val.strip())
+    return pairs
+
+
+def _parse_endpoint(value: Any, setting: str) -> str:
+    text = str(value)
+    fix = "give a URL such as http://127.0.0.1:4317 (gRPC) or http://127.0.0.1:4318 (HTTP)"
+    if any(c.isspace() for c in text):
+        raise _fail(setting, text, "the endpoint contains white space", fix)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise _fail(setting, text, f"not a URL ({exc})", fix) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(setting, text, "the endpoint needs an http:// or https:// scheme and a host", fix)
+    return text
+
+
+def _sampler_rate(src: _Source, explicit: Any) -> float:
+    fix_rate = "use a number from 0.0 (keep nothing) to 1.0 (keep every trace)"
+    if explicit is not None:
+        return _parse_float(explicit, "sample_rate", 0.0, 1.0, fix_rate)
+    rate, name = src.pick(None, "AGENT_TRACE_SAMPLE_RATE")
+    if name:
+        return _parse_float(rate, name, 0.0, 1.0, fix_rate)
+    sampler, _ = src.pick(None, "OTEL_TRACES_SAMPLER")
+    arg, arg_name = src.pick(None, "OTEL_TRACES_SAMPLER_ARG")
+    if sampler is None:
+        return 1.0 if arg is None else _parse_float(arg, "OTEL_TRACES_SAMPLER_ARG", 0, 1, fix_rate)
+    sampler = sampler.lower()
+    if sampler in ("always_on", "parentbased_always_on"):
+        return 1.0
+    if sampler in ("always_off", "parentbased_always_off"):
+        return 0.0
+    if sampler in ("traceidratio", "parentbased_traceidratio"):
+        if arg is None:
+            return 1.0
+        return _parse_float(arg, arg_name or "OTEL_TRACES_SAMPLER_ARG", 0.0, 1.0, fix_rate)
+    raise _fail(
+        "OTEL_TRACES_SAMPLER",
+        sampler,
+        "agent-trace uses one parent-based ratio sampler so that every sink keeps the same traces",
+        "use parentbased_traceidratio with OTEL_TRACES_SAMPLER_ARG, always_on or always_off",
+    )
+
+
+def resolve_settings(
+    service_name: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    otlp_endpoint: str | None = None,
+    otlp_protocol: str | None = None,
+    otlp_headers: Mapping[str, str] | str | None = None,
+    sentry_dsn: str | None = None,
+    sentry_mode: str | None = None,
+    sentry_environment: str | None = None,
+    sentry_release: str | None = None,
+    constitution_hash: str | None = None,
+    local_path: str | os.PathLike[str] | None = None,
+    local_file: bool | None = None,
+    sample_rate: float | None = None,
+    capture_content: bool | None = None,
+    resource_attributes: Mapping[str, str] | None = None,
+    max_queue_size: int | None = None,
+    max_export_batch_size: int | None = None,
+    schedule_delay_s: float | None = None,
+    export_timeout_s: float | None = None,
+    exit_timeout_s: float | None = None,
+    prometheus_port: int | None = None,
+) -> Settings:
+    """Merge arguments with the environment and validate everything, raising on the first problem."""
+    src = _Source(os.environ if env is None else env)
+
+    name, origin = src.pick(service_name, "OTEL_SERVICE_NAME")
+    if name is None:
+        name = "agent-trace"
+    if not isinstance(name, str) or not name.strip():
+        raise _fail(origin or "service_name", name, "empty", "give the coordinator a name")
+
+    endpoint, origin = src.pick(otlp_endpoint, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    signal_specific = origin is not None
+    if endpoint is None:
+        endpoint, origin = src.pick(None, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if endpoint is not None:
+        endpoint = _parse_endpoint(endpoint, origin or "otlp_endpoint")
+
+    protocol, origin = src.pick(
+        otlp_protocol, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    protocol = "grpc" if protocol is None else str(protocol).lower()
+    if protocol not in _PROTOCOLS:
+        raise _fail(
+            origin or "otlp_protocol",
+            protocol,
+            "unknown OTLP protocol (http/json is not supported)",
+            "use grpc or http (http/protobuf)",
+        )
+    protocol = _PROTOCOLS[protocol]
+    if endpoint and protocol == "http" and not signal_specific and otlp_endpoint is None:
+        # The base endpoint variable names the collector; the traces path is appended (OTLP spec).
+        endpoint = endpoint.rstrip("/") + "/v1/traces"
+
+    headers_raw, origin = src.pick(
+        otlp_headers, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"
+    )
+    headers = _parse_pairs(headers_raw, origin or "otlp_headers") if headers_raw else {}
+
+    dsn_raw, origin = src.pick(sentry_dsn, "SENTRY_DSN")
+    dsn = SentryDsn.parse(str(dsn_raw), origin or "sentry_dsn") if dsn_raw else None
+
+    mode, origin = src.pick(sentry_mode, "AGENT_TRACE_SENTRY_MODE")
+    mode = "envelope" if mode is None else str(mode).lower()
+    if mode not in _SENTRY_MODES:
+        raise _fail(origin or "sentry_mode", mode, "unknown Sentry mode", "use envelope or otlp")
+
+    chash, origin = src.pick(constitution_hash, "CONSTITUTIONAL_HASH")
+    if chash is not None:
+        chash = str(chash).strip().lower()
+        if not _HASH_RE.match(chash):
+            raise _fail(
+                origin or "constitution_hash",
+                chash,
+                "not a hex digest",
+                "use the first 16 hex digits of the SHA-256 of the constitution file",
+            )
+
+    want_local, origin = src.pick(local_file, "AGENT_TRACE_LOCAL_FILE")
+    path_raw, _ = src.pick(local_path, "AGENT_TRACE_LOCAL_PATH")
+    local_on = (
+        _parse_bool(want_local, origin or "local_file")
+        if want_local is not None
+        else (path_raw is not None or (endpoint is None and dsn is None))
+    )
+    path = Path(path_raw) if path_raw is not None else DEFAULT_LOCAL_PATH
+    if local_on and path.exists() and path.is_dir():
+        raise _fail("local_path", str(path), "is a directory", "name a file such as traces.jsonl")
+
+    rate = _sampler_rate(src, sample_rate)
+
+    content, origin = src.pick(
+        capture_content,
+        "AGENT_TRACE_CAPTURE_CONTENT",
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+    )
+    content_on = False if content is None else _parse_bool(content, origin or "capture_content")
+
+    res_raw, origin = src.pick(resource_attributes, "OTEL_RESOURCE_ATTRIBUTES")
+    resources = _parse_pairs(res_raw, origin or "resource_attributes") if res_raw else {}
+
+    def number(explicit: Any, env_name: str, default: float, low: float, high: float) -> float:
+        value, origin = src.pick(explicit, env_name)
+        if value is None:
+            return default
+        setting = origin or env_name.removeprefix("AGENT_TRACE_").lower()
+        return _parse_float(value, setting, low, high, f"use a number from {low} to {high}")
+
+    def whole(explicit: Any, env_name: str, default: int, low: int, high: int) -> int:
+        value, origin = src.pick(explicit, env_name)
+        if value is None:
+            return default
+        return _parse_int(value, origin or env_name.removeprefix("AGENT_TRACE_").lower(), low, high)
+
+    port_raw, origin = src.pick(prometheus_port, "AGENT_TRACE_PROMETHEUS_PORT")
+    port = None if port_raw is None else _parse_int(port_raw, origin or "prometheus_port", 0, 65535)
+
+    queue = whole(max_queue_size, "AGENT_TRACE_MAX_QUEUE_SIZE", 2048, 1, 1_000_000)
+    batch = whole(max_export_batch_size, "AGENT_TRACE_MAX_EXPORT_BATCH_SIZE", 512, 1, 100_000)
+    if batch > queue:
+        raise _fail(
+            "max_export_batch_size", batch, f"larger than max_queue_size={queue}", "lower it"
+        )
+
+    env_name, _ = src.pick(sentry_environment, "SENTRY_ENVIRONMENT")
+    release, _ = src.pick(sentry_release, "SENTRY_RELEASE")
+    return Settings(
+        service_name=name.strip(),
+        otlp_endpoint=endpoint,
+        otlp_protocol=protocol,
+        otlp_headers=headers,
+        sentry_dsn=dsn,
+        sentry_mode=mode,
+        sentry_environment=env_name,
+        sentry_release=release,
+        constitution_hash=chash,
+        local_path=path if local_on else None,
+        sample_rate=rate,
+        capture_content=content_on,
+        resource_attributes=resources,
+        max_queue_size=queue,
+        max_export_batch_size=batch,
+        schedule_delay_s=number(schedule_delay_s, "AGENT_TRACE_SCHEDULE_DELAY_S", 0.5, 0.001, 60),
+        export_timeout_s=number(export_timeout_s, "AGENT_TRACE_EXPORT_TIMEOUT_S", 10.0, 0.1, 300),
+        exit_timeout_s=number(exit_timeout_s, "AGENT_TRACE_EXIT_TIMEOUT_S", 5.0, 0.0, 300),
+        prometheus_port=port,
+    )

@@ -1,0 +1,270 @@
+"""The process-wide state behind `configure()`, `force_flush()` and `shutdown()`.
+
+One `Pipeline` is current at a time. The model reads `current()` on each call and does
+nothing when it is None, which is what "imported but not configured" costs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.trace import TracerProvider
+
+from agent_trace._config import Settings
+from agent_trace._log import internal_error
+from agent_trace._metrics import Metrics, build_meter_provider
+from agent_trace._version import __version__
+from agent_trace.pipeline.drops import DropCounter
+from agent_trace.pipeline.processor import PipelineProcessor
+from agent_trace.pipeline.propagation import AgentTracePropagator
+from agent_trace.pipeline.provider import DelegatingTracerProvider, build_provider
+from agent_trace.pipeline.scrub import Scrubber
+from agent_trace.pipeline.worker import SinkWorker, SpanSink
+
+__all__ = ["Pipeline", "current", "install", "drops"]
+
+_log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_current: Pipeline | None = None
+_drops = DropCounter()
+_global_installed = False
+_atexit_hooks: list[Callable[[], None]] = []
+
+
+def drops() -> DropCounter:
+    return _drops
+
+
+def current() -> Pipeline | None:
+    return _current
+
+
+class Pipeline:
+    """Everything one `configure()` built: provider, sinks, Sentry client, metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        extra_sinks: Sequence[SpanSink] = (),
+        metric_readers: Sequence[MetricReader] = (),
+    ) -> None:
+        self.settings = settings
+        self.constitution_hash = settings.constitution_hash
+        self.capture_content = settings.capture_content
+        self.scrubber = Scrubber(capture_content=settings.capture_content)
+        self.provider: TracerProvider = build_provider(
+            settings.service_name, settings.sample_rate, settings.resource_attributes
+        )
+        self.tracer = self.provider.get_tracer("agent_trace", __version__)
+        self.sentry: Any = None
+        self.sinks: list[SpanSink] = []
+        self._build_sinks(settings)
+
+        synchronous = [s for s in extra_sinks if getattr(s, "synchronous", False)]
+        queued = [s for s in (*self.sinks, *extra_sinks) if s not in synchronous]
+        self.workers = [
+            SinkWorker(
+                sink,
+                _drops,
+                max_queue_size=settings.max_queue_size,
+                max_batch_size=settings.max_export_batch_size,
+                schedule_delay_s=settings.schedule_delay_s,
+            )
+            for sink in queued
+        ]
+        self.processor = PipelineProcessor(self.scrubber, self.workers, synchronous, _drops)
+        self.provider.add_span_processor(self.processor)
+
+        readers = list(metric_readers) + self._metric_readers(settings)
+        self.meter_provider = build_meter_provider(self.provider.resource, readers)
+        self.metrics = Metrics(self.meter_provider.get_meter("agent_trace", __version__), _drops.snapshot)
+        self.closed = False
+
+    def _build_sinks(self, settings: Settings) -> None:
+        from agent_trace.pipeline.sinks.local_file import LocalFileSink
+        from agent_trace.pipeline.sinks.otlp import OtlpSink
+
+        if settings.otlp_endpoint:
+            self.sinks.append(
+                OtlpSink(
+                    "otlp",
+                    settings.otlp_endpoint,
+                    protocol=settings.otlp_protocol,
+                    headers=settings.otlp_headers,
+                    timeout_s=settings.export_timeout_s,
+                )
+            )
+        if settings.sentry_dsn is not None:
+            from agent_trace.pipeline.sentry_client import SentryClient
+
+            self.sentry = SentryClient(settings, self.scrubber, _drops)
+            if settings.sentry_mode == "otlp":
+                dsn = settings.sentry_dsn
+                self.sinks.append(
+                    OtlpSink(
+                        "sentry",
+                        dsn.otlp_traces_url,
+                        protocol="http",
+                        headers={"X-Sentry-Auth": dsn.auth_header},
+                        timeout_s=settings.export_timeout_s,
+                    )
+                )
+            else:
+                from agent_trace.pipeline.sinks.sentry_envelope import SentryEnvelopeSink
+
+                self.sinks.append(SentryEnvelopeSink(self.sentry))
+        if settings.local_path is not None:
+            self.sinks.append(LocalFileSink(settings.local_path))
+
+    def _metric_readers(self, settings: Settings) -> list[MetricReader]:
+        readers: list[MetricReader] = []
+        if settings.otlp_endpoint:
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+            if settings.otlp_protocol == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                    OTLPMetricExporter as GrpcMetricExporter,
+                )
+
+                exporter: Any = GrpcMetricExporter(
+                    endpoint=settings.otlp_endpoint,
+                    insecure=settings.otlp_endpoint.startswith("http://"),
+                    headers=dict(settings.otlp_headers),
+                    timeout=settings.export_timeout_s,
+                )
+            else:
+                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                    OTLPMetricExporter as HttpMetricExporter,
+                )
+
+                endpoint = settings.otlp_endpoint
+                if endpoint.endswith("/v1/traces"):
+                    endpoint = endpoint[: -len("/v1/traces")] + "/v1/metrics"
+                exporter = HttpMetricExporter(
+                    endpoint=endpoint,
+                    headers=dict(settings.otlp_headers),
+                    timeout=settings.export_timeout_s,
+                )
+            readers.append(PeriodicExportingMetricReader(exporter, export_interval_millis=15000))
+        if settings.prometheus_port is not None:
+            from agent_trace.integrations.prometheus import start_prometheus_reader
+
+            readers.append(start_prometheus_reader(settings.prometheus_host, settings.prometheus_port))
+        return readers
+
+    def sink_status(self) -> dict[str, str]:
+        """Each sink's state: `ok`, `queued N`, or the last error, for health checks."""
+        status = {}
+        for worker in self.workers:
+            if worker.last_error:
+                status[worker.sink.name] = f"failing: {worker.last_error}"
+            else:
+                status[worker.sink.name] = "ok"
+        return status
+
+    def force_flush(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        ok = self.processor.force_flush(int(timeout_s * 1000))
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            try:
+                self.meter_provider.force_flush(int(remaining * 1000))
+            except Exception:
+                internal_error(_log, "metrics flush")
+        return ok
+
+    def shutdown(self, timeout_s: float) -> bool:
+        if self.closed:
+            return True
+        self.closed = True
+        deadline = time.monotonic() + timeout_s
+        ok = self.processor.shutdown_within(timeout_s)
+        if self.sentry is not None:
+            try:
+                self.sentry.close(max(0.0, deadline - time.monotonic()))
+            except Exception:
+                internal_error(_log, "sentry close")
+        _run_with_deadline(self.meter_provider.shutdown, max(0.0, deadline - time.monotonic()))
+        return ok
+
+
+def _run_with_deadline(fn: Callable[[], Any], timeout_s: float) -> None:
+    thread = threading.Thread(target=fn, name="agent-trace-shutdown", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+
+
+def install(pipeline: Pipeline) -> Pipeline | None:
+    """Make `pipeline` current; returns the one it replaces (still open)."""
+    global _current, _global_installed
+    with _lock:
+        previous = _current
+        _current = pipeline
+        if not _global_installed:
+            _install_globals()
+            _global_installed = True
+        propagate.set_global_textmap(AgentTracePropagator(_dsc(pipeline.settings)))
+    return previous
+
+
+def uninstall(pipeline: Pipeline) -> None:
+    global _current
+    with _lock:
+        if _current is pipeline:
+            _current = None
+
+
+def _dsc(settings: Settings) -> dict[str, str]:
+    dsc: dict[str, str] = {}
+    if settings.sentry_dsn is not None:
+        dsc["sentry-public_key"] = settings.sentry_dsn.public_key
+    if settings.sentry_environment:
+        dsc["sentry-environment"] = settings.sentry_environment
+    if settings.sentry_release:
+        dsc["sentry-release"] = settings.sentry_release
+    return dsc
+
+
+def _current_provider() -> TracerProvider | None:
+    pipeline = _current
+    return pipeline.provider if pipeline is not None else None
+
+
+def _install_globals() -> None:
+    # Our provider must be the global one before anything else (sentry-sdk included) looks.
+    delegate = DelegatingTracerProvider(_current_provider)
+    trace.set_tracer_provider(delegate)
+    if trace.get_tracer_provider() is not delegate:
+        _log.warning(
+            "agent-trace: another OpenTelemetry tracer provider was installed first; spans from "
+            "other instrumentation go there, agent-trace's own spans still go to its sinks"
+        )
+    atexit.register(_at_exit)
+
+
+def add_exit_hook(hook: Callable[[], None]) -> None:
+    """Run `hook` at interpreter exit before the final flush (the model ends open sessions)."""
+    _atexit_hooks.append(hook)
+
+
+def _at_exit() -> None:
+    pipeline = _current
+    if pipeline is None or pipeline.closed:
+        return
+    for hook in _atexit_hooks:
+        try:
+            hook()
+        except Exception:
+            internal_error(_log, "exit hook")
+    try:
+        pipeline.shutdown(pipeline.settings.exit_timeout_s)
+    except Exception:
+        internal_error(_log, "shutdown at exit")

@@ -1,0 +1,1 @@
+"""What users touch: sessions, turns, consensus rounds and votes, checks, handoffs, escalations."""

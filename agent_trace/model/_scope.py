@@ -1,0 +1,244 @@
+"""The machinery every model context manager shares: start a span, make it current, end it.
+
+A scope is usable with `with` and `async with`. Whatever happens inside agent-trace while
+starting or ending a span is logged once and skipped; the user's exception always passes
+through unchanged (`__exit__` never returns True).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from agent_trace import _attributes as A
+from agent_trace import _runtime
+from agent_trace._log import internal_error
+
+if TYPE_CHECKING:
+    from agent_trace._runtime import Pipeline
+    from agent_trace.model.session import Session
+
+_log = logging.getLogger("agent_trace.model")
+
+# The session the current code runs in; set by Session and by scopes opened from its handle.
+current_session_var: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+    "agent_trace_session", default=None
+)
+
+
+def _violation_type() -> type[BaseException]:
+    from agent_trace.model.compliance import ConstitutionalViolationError
+
+    return ConstitutionalViolationError
+
+
+class Scope:
+    """Base class of Session, Turn, ConsensusRound and the other span scopes.
+
+    Subclasses set `_name`, `_kind`, `_op` and fill `_attrs` before `__enter__`, and may
+    override `_on_exit` to add attributes that are known only at the end.
+    """
+
+    _op = "agent_trace.span"
+
+    def __init__(self, session: Session | None, name: str, attrs: dict[str, Any]) -> None:
+        self._session = session
+        self._name = name
+        self._attrs = attrs
+        self._kind = SpanKind.INTERNAL
+        self._span: trace.Span = trace.INVALID_SPAN
+        self._pipeline: Pipeline | None = None
+        self._token: object | None = None
+        self._session_token: contextvars.Token[Session | None] | None = None
+        self._start_s = 0.0
+
+    # -- public -------------------------------------------------------------------------------
+
+    @property
+    def span(self) -> trace.Span:
+        """The underlying OpenTelemetry span (non-recording when not traced)."""
+        return self._span
+
+    @property
+    def recording(self) -> bool:
+        return self._span.is_recording()
+
+    @property
+    def trace_id(self) -> str:
+        return f"{self._span.get_span_context().trace_id:032x}"
+
+    @property
+    def span_id(self) -> str:
+        return f"{self._span.get_span_context().span_id:016x}"
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Set an attribute, converted by the documented rule (see `agent_trace._attributes`)."""
+        if not self._span.is_recording():
+            return
+        converted = A.to_attribute(value)
+        if converted is not None:
+            self._span.set_attribute(key, converted)
+
+    def set_attributes(self, values: Mapping[str, Any]) -> None:
+        if self._span.is_recording():
+            self._span.set_attributes(A.to_attributes(values))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _parent_context(self) -> otel_context.Context | None:
+        """Parent on the current span when it belongs to our session's trace, else on the session.
+
+        Nesting follows the code; a handle used from a foreign context still lands in its session.
+        """
+        session = self._session
+        if session is None or session is self:
+            return None
+        current = trace.get_current_span()
+        current_ctx = current.get_span_context()
+        session_ctx = session.span.get_span_context()
+        if current_ctx.is_valid and current_ctx.trace_id == session_ctx.trace_id:
+            return None
+        return trace.set_span_in_context(session.span)
+
+    def _common_attributes(self, pipeline: Pipeline) -> dict[str, Any]:
+        session = self._session
+        attrs = {
+            A.CONSTITUTION_HASH: pipeline.constitution_hash or A.UNSET_HASH,
+            A.SENTRY_OP: self._op,
+        }
+        if session is not None:
+            attrs[A.CONVERSATION_ID] = session.session_id
+        return attrs
+
+    def _start(self) -> None:
+        pipeline = _runtime.current()
+        if pipeline is None:
+            return
+        self._pipeline = pipeline
+        parent_ctx = self._parent_context()
+        parent = trace.get_current_span(parent_ctx)
+        if parent.get_span_context().is_valid and not parent.is_recording() and self._session is not self:
+            # Sampled out upstream: the parent-based sampler would drop us too. Skip the work.
+            self._span = parent
+            return
+        attrs = self._common_attributes(pipeline)
+        attrs.update(self._attrs)
+        self._span = pipeline.tracer.start_span(
+            self._name,
+            context=parent_ctx,
+            kind=self._kind,
+            attributes=attrs,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+
+    def __enter__(self) -> Any:
+        try:
+            self._start()
+            if self._span is not trace.INVALID_SPAN:
+                self._token = otel_context.attach(trace.set_span_in_context(self._span))
+            session = self._session
+            if session is not None and current_session_var.get() is not session:
+                self._session_token = current_session_var.set(session)
+            self._start_s = time.perf_counter()
+        except Exception:
+            internal_error(_log, f"starting {type(self).__name__}")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self._finish(exc)
+        except Exception:
+            internal_error(_log, f"ending {type(self).__name__}")
+        finally:
+            self._restore_context()
+
+    async def __aenter__(self) -> Any:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def _restore_context(self) -> None:
+        token, self._token = self._token, None
+        session_token, self._session_token = self._session_token, None
+        try:
+            if session_token is not None:
+                current_session_var.reset(session_token)
+            if token is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception:
+            # Exited in another context than it was entered in (a task handed the scope on):
+            # the span is ended either way, and the context var dies with that task.
+            pass
+
+    def _finish(self, exc: BaseException | None) -> None:
+        span = self._span
+        duration_s = time.perf_counter() - self._start_s
+        recording = span.is_recording() and self._pipeline is not None
+        if exc is not None:
+            self._record_exception(exc)
+        self._on_exit(exc, duration_s, recording)
+        # Only a span this scope started records; a reused sampled-out parent never does.
+        if recording:
+            span.end()
+
+    def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:
+        """Subclass hook: add end-of-scope attributes and record metrics."""
+
+    def _record_exception(self, exc: BaseException) -> None:
+        span = self._span
+        pipeline = self._pipeline
+        if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            if span.is_recording():
+                span.set_attribute(A.CANCELLED, True)
+            return
+        if not span.is_recording() or pipeline is None:
+            return
+        violation_cls = _violation_type()
+        is_violation = isinstance(exc, violation_cls)
+        error_type = "constitutional_violation" if is_violation else _qualname(exc)
+        span.set_attribute(A.ERROR_TYPE, getattr(exc, "error_type", None) or error_type)
+        message = f"{type(exc).__name__}: {exc}" if pipeline.capture_content else type(exc).__name__
+        span.set_status(Status(StatusCode.ERROR, message))
+        if not getattr(exc, "_agent_trace_recorded", False):
+            # The innermost scope records the exception event and reports it once; outer scopes
+            # it escapes through are marked ERROR only.
+            span.record_exception(exc, escaped=True)
+            _mark(exc)
+            if is_violation:
+                from agent_trace.model.compliance import report_violation
+
+                report_violation(exc, self)  # type: ignore[arg-type]
+
+
+def _mark(exc: BaseException) -> None:
+    try:
+        exc._agent_trace_recorded = True  # type: ignore[attr-defined]
+    except Exception:
+        pass
+
+
+def _qualname(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"

@@ -1,0 +1,244 @@
+"""Constitutional checks, violations, and `@track_constitutional_compliance`."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast, overload
+
+from agent_trace import _attributes as A
+from agent_trace._log import internal_error
+from agent_trace.model._scope import Scope, current_session_var
+
+__all__ = [
+    "ConstitutionalViolationError",
+    "PolicyCheck",
+    "policy_check",
+    "track_constitutional_compliance",
+    "report_violation",
+]
+
+_log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ConstitutionalViolationError(Exception):
+    """An action broke a constitutional principle.
+
+    Constructing it has no side effects. Raised through traced code, it is recorded on the
+    span where it was raised (exception, `error.type=constitutional_violation`, the violation
+    attributes), marks every span it escapes as ERROR, and sends one Sentry error event linked
+    to that span with the tags `constitutional_hash`, `violation_type` and `severity`.
+
+    Example:
+        >>> raise ConstitutionalViolationError("shares health data", "privacy", severity="high")
+    """
+
+    error_type = "constitutional_violation"
+
+    def __init__(
+        self,
+        message: str,
+        violation_type: str,
+        severity: str = "high",
+        *,
+        policy: str | None = None,
+        principle: str | int | None = None,
+        enforcement: str = "block",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.violation_type = violation_type
+        self.severity = severity
+        self.policy = policy
+        self.principle = principle
+        self.enforcement = enforcement
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild,
+            (self.message, self.violation_type, self.severity, self.policy, self.principle,
+             self.enforcement),
+        )
+
+
+def _rebuild(*args: Any) -> ConstitutionalViolationError:
+    message, vtype, severity, policy, principle, enforcement = args
+    return ConstitutionalViolationError(message, vtype, severity, policy=policy,
+                                        principle=principle, enforcement=enforcement)
+
+
+def _violation_attributes(vtype: str, severity: str, enforcement: str | None,
+                          principle: Any) -> dict[str, Any]:
+    p = A.COMPLIANCE
+    return A.to_attributes(
+        {
+            p + "result": "violation",
+            p + "violation.type": vtype,
+            p + "severity": severity,
+            p + "enforcement": enforcement,
+            p + "principle": principle,
+        }
+    )
+
+
+def report_violation(exc: ConstitutionalViolationError, scope: Scope) -> None:
+    """Called once, by the innermost traced scope a violation is raised through."""
+    pipeline = scope._pipeline
+    if pipeline is None:
+        return
+    scope._span.set_attributes(
+        _violation_attributes(exc.violation_type, exc.severity, exc.enforcement, exc.principle)
+    )
+    pipeline.metrics.violations.add(
+        1, {"violation_type": exc.violation_type, "severity": exc.severity}
+    )
+    if pipeline.sentry is not None:
+        tags = {
+            "constitutional_hash": pipeline.constitution_hash or A.UNSET_HASH,
+            "violation_type": exc.violation_type,
+            "severity": exc.severity,
+        }
+        try:
+            pipeline.sentry.capture_exception(exc, scope._span, tags)
+        except Exception:
+            internal_error(_log, "reporting a violation to Sentry")
+
+
+class PolicyCheck(Scope):
+    """A constitutional check: span `policy_check {policy}`.
+
+    Finding a violation is a successful check: call `violation(...)` and the span records
+    `agent_trace.compliance.result=violation` with status unset. Only an exception escaping the
+    block makes the span ERROR.
+    """
+
+    _op = "agent_trace.compliance.check"
+
+    def __init__(self, session: Any, policy: str, **attrs: Any) -> None:
+        self.policy = policy
+        self.result: str | None = None
+        converted = A.to_attributes({A.COMPLIANCE + "policy": policy, **attrs})
+        super().__init__(session, f"policy_check {policy}", converted)
+
+    def passed(self) -> None:
+        """The action complies with the policy."""
+        self.result = "compliant"
+        self.set_attribute(A.COMPLIANCE + "result", "compliant")
+
+    def violation(self, violation_type: str, severity: str = "high", *,
+                  enforcement: str = "block", principle: str | int | None = None) -> None:
+        """The action violates the policy: recorded as data, and counted."""
+        self.result = "violation"
+        self.set_attributes(_violation_attributes(violation_type, severity, enforcement, principle))
+        pipeline = self._pipeline
+        if pipeline is not None and self.recording:
+            pipeline.metrics.violations.add(
+                1, {"violation_type": violation_type, "severity": severity}
+            )
+
+    def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:
+        if self.result is None:
+            if isinstance(exc, ConstitutionalViolationError):
+                self.result = "violation"
+            elif exc is not None:
+                self.result = "error"
+                self.set_attribute(A.COMPLIANCE + "result", "error")
+            else:
+                self.passed()
+        pipeline = self._pipeline
+        if recording and pipeline is not None:
+            pipeline.metrics.compliance_checks.add(1, {"policy": self.policy, "result": self.result})
+
+
+def policy_check(policy: str, **attrs: Any) -> PolicyCheck:
+    """A constitutional check in the current session, parented to the current span."""
+    return PolicyCheck(current_session_var.get(), policy, **attrs)
+
+
+def _apply_result(check: PolicyCheck, result: Any) -> None:
+    """Read the check's verdict from the return value, as documented on the decorator."""
+    compliant: Any
+    if isinstance(result, bool):
+        compliant = result
+    else:
+        getter: Callable[[str], Any]
+        if isinstance(result, Mapping):
+            getter = result.get
+        else:
+            def getter(name: str) -> Any:
+                return getattr(result, name, None)
+        compliant = getter("compliant")
+        if compliant is None:
+            compliant = getter("is_compliant")
+        if compliant is False:
+            check.violation(
+                str(getter("violation_type") or "unspecified"),
+                str(getter("severity") or "high"),
+                enforcement=str(getter("enforcement") or "block"),
+            )
+            return
+    if compliant is True:
+        check.passed()
+    elif compliant is False:
+        check.violation("unspecified")
+
+
+@overload
+def track_constitutional_compliance(fn: F) -> F: ...
+
+
+@overload
+def track_constitutional_compliance(*, policy: str | None = None) -> Callable[[F], F]: ...
+
+
+def track_constitutional_compliance(
+    fn: F | None = None, *, policy: str | None = None
+) -> F | Callable[[F], F]:
+    """Trace a compliance check function as a `policy_check {policy}` span.
+
+    Usable bare or with `policy=` (default: the function's name). The verdict is read from the
+    return value: a bool, or a dict/object with `compliant` (or `is_compliant`) and optionally
+    `violation_type`, `severity`, `enforcement`. A raised `ConstitutionalViolationError`
+    records the violation and propagates. The return value and exceptions are unchanged.
+
+    Example:
+        >>> @agent_trace.track_constitutional_compliance(policy="privacy")
+        ... def check_privacy(proposal):
+        ...     return {"compliant": False, "violation_type": "pii", "severity": "high"}
+    """
+
+    def decorate(func: F) -> F:
+        name = policy or func.__name__
+
+        def verdict(check: PolicyCheck, result: Any) -> None:
+            try:
+                _apply_result(check, result)
+            except Exception:
+                internal_error(_log, "reading a compliance result")
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with PolicyCheck(current_session_var.get(), name) as check:
+                    result = await func(*args, **kwargs)
+                    verdict(check, result)
+                    return result
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with PolicyCheck(current_session_var.get(), name) as check:
+                result = func(*args, **kwargs)
+                verdict(check, result)
+                return result
+
+        return cast(F, wrapper)
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate

@@ -1,0 +1,364 @@
+"""Consensus rounds, votes, and the `@monitor_consensus` decorator."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from agent_trace import _attributes as A
+from agent_trace._log import internal_error
+from agent_trace.model._scope import Scope, current_session_var
+
+__all__ = ["ConsensusRound", "RoundResult", "Voter", "monitor_consensus", "consensus_round"]
+
+_log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+_FOR = frozenset({"approve", "approved", "for", "yes", "accept", "agree", "true", "1"})
+_AGAINST = frozenset({"reject", "rejected", "against", "no", "deny", "disagree", "block",
+                      "false", "0", "veto"})
+_ABSTAIN = frozenset({"abstain", "none", "", "pass", "skip"})
+
+
+def vote_side(value: Any) -> str:
+    """Classify a vote value as `for`, `against` or `abstain` (unknown values abstain)."""
+    if value is True:
+        return "for"
+    if value is False:
+        return "against"
+    if value is None:
+        return "abstain"
+    text = str(value).strip().lower()
+    if text in _FOR:
+        return "for"
+    if text in _AGAINST:
+        return "against"
+    return "abstain"
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """The tally of a consensus round.
+
+    `agreement` is the larger of the weighted shares for and against among non-abstaining
+    votes; the round reaches consensus when it meets `threshold` and `quorum` votes were cast.
+    `decision` is `approve`, `reject` or None.
+    """
+
+    outcome: str
+    decision: str | None
+    agreement: float
+    votes_for: int
+    votes_against: int
+    votes_abstain: int
+
+    @property
+    def consensus_achieved(self) -> bool:
+        return self.outcome == "consensus"
+
+
+class Voter(Scope):
+    """A timed vote: `async with rnd.voter("legal") as v: v.cast("approve")`."""
+
+    _op = "agent_trace.vote"
+
+    def __init__(self, rnd: ConsensusRound, agent: str) -> None:
+        self.agent = agent
+        self._round = rnd
+        self.cast_value: Any = None
+        super().__init__(rnd._session, f"vote {agent}", {A.AGENT_NAME: agent})
+
+    def _parent_context(self) -> Any:
+        return self._round._child_context()
+
+    def cast(self, value: Any, *, weight: float = 1.0, confidence: float | None = None,
+             rationale: str | None = None) -> None:
+        """Record the vote; the round tallies it."""
+        self.cast_value = value
+        self._round._tally(self.agent, value, weight)
+        self.set_attributes(self._round._vote_attributes(value, weight, confidence, rationale))
+
+
+class ConsensusRound(Scope):
+    """A consensus round: span `consensus_round {algorithm}`, its votes as children.
+
+    Example:
+        >>> with session.consensus_round("weighted_vote", participants=agents, threshold=0.66) as r:
+        ...     r.vote("ethics", "approve", weight=2.0)
+        ...     result = r.conclude()
+    """
+
+    _op = "agent_trace.consensus.round"
+
+    def __init__(self, session: Any, algorithm: str, *, participants: Sequence[str] = (),
+                 threshold: float = 0.5, quorum: int | None = None, round: int | None = None,
+                 **attrs: Any) -> None:
+        self.algorithm = algorithm
+        self.participants = tuple(participants)
+        self.threshold = float(threshold)
+        self.quorum = quorum if quorum is not None else (
+            math.ceil(len(self.participants) / 2) if self.participants else 1
+        )
+        self.result: RoundResult | None = None
+        self._weights = {"for": 0.0, "against": 0.0, "abstain": 0.0}
+        self._counts = {"for": 0, "against": 0, "abstain": 0}
+        self._votes: dict[str, Any] = {}
+        p = A.CONSENSUS
+        converted = A.to_attributes(
+            {
+                p + "algorithm": algorithm,
+                p + "round": round,
+                p + "threshold": self.threshold,
+                p + "quorum": self.quorum,
+                p + "participants": list(self.participants) if self.participants else None,
+                **attrs,
+            }
+        )
+        super().__init__(session, f"consensus_round {algorithm}", converted)
+
+    @property
+    def votes(self) -> dict[str, Any]:
+        """The latest vote value per agent."""
+        return dict(self._votes)
+
+    def _child_context(self) -> Any:
+        from opentelemetry import trace
+
+        if self._span.get_span_context().is_valid:
+            return trace.set_span_in_context(self._span)
+        return None
+
+    def _tally(self, agent: str, value: Any, weight: float) -> None:
+        previous = self._votes.get(agent, _MISSING)
+        if previous is not _MISSING:
+            side = vote_side(previous[0])
+            self._weights[side] -= previous[1]
+            self._counts[side] -= 1
+        side = vote_side(value)
+        weight = float(weight) if math.isfinite(float(weight)) else 0.0
+        self._weights[side] += weight
+        self._counts[side] += 1
+        self._votes[agent] = (value, weight)
+
+    def _vote_attributes(self, value: Any, weight: float, confidence: float | None,
+                         rationale: str | None) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            A.VOTE + "value": value if isinstance(value, (str, bool, int, float)) else str(value),
+            A.VOTE + "side": vote_side(value),
+            A.VOTE + "weight": weight,
+            A.VOTE + "confidence": confidence,
+        }
+        pipeline = self._pipeline
+        if rationale is not None and pipeline is not None and pipeline.capture_content:
+            attrs[A.VOTE + "rationale"] = rationale
+        return attrs
+
+    def vote(self, agent: str, value: Any, *, weight: float = 1.0,
+             confidence: float | None = None, rationale: str | None = None) -> None:
+        """Record an agent's vote now, as a `vote {agent}` child span of the round."""
+        try:
+            self._tally(agent, value, weight)
+            if not self._span.is_recording() or self._pipeline is None:
+                return
+            attrs = self._common_attributes(self._pipeline)
+            attrs[A.SENTRY_OP] = Voter._op
+            attrs[A.AGENT_NAME] = agent
+            attrs.update(A.to_attributes(self._vote_attributes(value, weight, confidence, rationale)))
+            span = self._pipeline.tracer.start_span(
+                f"vote {agent}", context=self._child_context(), attributes=attrs
+            )
+            span.end()
+        except Exception:
+            internal_error(_log, "recording a vote")
+
+    def voter(self, agent: str) -> Voter:
+        """A timed vote span for an agent that takes a while to decide."""
+        return Voter(self, agent)
+
+    def conclude(self, outcome: str | None = None, *, decision: str | None = None) -> RoundResult:
+        """Tally the votes (or take `outcome`) and record the result on the round span."""
+        cast_total = self._counts["for"] + self._counts["against"] + self._counts["abstain"]
+        decided = self._weights["for"] + self._weights["against"]
+        share_for = self._weights["for"] / decided if decided > 0 else 0.0
+        share_against = self._weights["against"] / decided if decided > 0 else 0.0
+        agreement = max(share_for, share_against)
+        if outcome is None:
+            if cast_total < self.quorum:
+                outcome = "no_quorum"
+            elif decided > 0 and agreement >= self.threshold:
+                outcome = "consensus"
+            else:
+                outcome = "no_consensus"
+        if decision is None and outcome == "consensus":
+            decision = "approve" if share_for >= share_against else "reject"
+        self.result = RoundResult(
+            outcome=outcome,
+            decision=decision,
+            agreement=round(agreement, 6),
+            votes_for=self._counts["for"],
+            votes_against=self._counts["against"],
+            votes_abstain=self._counts["abstain"],
+        )
+        p = A.CONSENSUS
+        self.set_attributes(
+            {
+                p + "votes.for": self.result.votes_for,
+                p + "votes.against": self.result.votes_against,
+                p + "votes.abstain": self.result.votes_abstain,
+                p + "agreement": self.result.agreement,
+                p + "outcome": outcome,
+                p + "decision": decision,
+            }
+        )
+        return self.result
+
+    def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:
+        if self.result is None:
+            if exc is None:
+                self.conclude()
+            else:
+                self.conclude("error")
+        pipeline = self._pipeline
+        if recording and pipeline is not None and self.result is not None:
+            labels = {"algorithm": self.algorithm, "outcome": self.result.outcome}
+            pipeline.metrics.rounds.add(1, labels)
+            pipeline.metrics.round_duration.record(duration_s, labels)
+
+
+_MISSING = object()
+
+
+def consensus_round(algorithm: str, *, participants: Sequence[str] = (), threshold: float = 0.5,
+                    quorum: int | None = None, round: int | None = None,
+                    **attrs: Any) -> ConsensusRound:
+    """A consensus round in the current session, parented to the current span."""
+    return ConsensusRound(current_session_var.get(), algorithm, participants=participants,
+                          threshold=threshold, quorum=quorum, round=round, **attrs)
+
+
+# -- @monitor_consensus ---------------------------------------------------------------------------
+
+
+def _field(result: Any, name: str) -> Any:
+    if isinstance(result, Mapping):
+        return result.get(name)
+    return getattr(result, name, None)
+
+
+def _participants(sig: inspect.Signature | None, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Sequence[str]:
+    if sig is None:
+        return ()
+    try:
+        bound = sig.bind_partial(*args, **kwargs)
+    except TypeError:
+        return ()
+    for name in ("participants", "agents"):
+        value = bound.arguments.get(name)
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            return [str(k) for k in value]
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [_agent_name(v) for v in value]
+    return ()
+
+
+def _agent_name(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    for attr in ("name", "agent", "id"):
+        found = _field(value, attr)
+        if found is not None:
+            return str(found)
+    return str(value)
+
+
+def _record_result(rnd: ConsensusRound, result: Any) -> None:
+    """Read `votes`, `consensus_achieved`, `confidence` from the returned value (documented)."""
+    votes = _field(result, "votes")
+    if isinstance(votes, Mapping):
+        for agent, value in votes.items():
+            if isinstance(value, Mapping) or hasattr(value, "value"):
+                rnd.vote(str(agent), _field(value, "value"),
+                         weight=float(_field(value, "weight") or 1.0),
+                         confidence=_field(value, "confidence"))
+            else:
+                rnd.vote(str(agent), value)
+    elif isinstance(votes, (list, tuple)):
+        for item in votes:
+            agent = _field(item, "agent") or _field(item, "name")
+            if agent is not None:
+                rnd.vote(str(agent), _field(item, "value"),
+                         weight=float(_field(item, "weight") or 1.0),
+                         confidence=_field(item, "confidence"))
+    achieved = _field(result, "consensus_achieved")
+    confidence = _field(result, "confidence")
+    if confidence is not None:
+        rnd.set_attribute(A.CONSENSUS + "confidence", confidence)
+    if achieved is None:
+        rnd.conclude()
+    else:
+        rnd.conclude("consensus" if achieved else "no_consensus",
+                     decision=_field(result, "decision"))
+
+
+def monitor_consensus(algorithm: str, *, threshold: float = 0.5) -> Callable[[F], F]:
+    """Trace a consensus function as a `consensus_round {algorithm}` span.
+
+    Participants come from an argument named `participants` (or `agents`): a list of names,
+    of objects with `name`/`agent`/`id`, or a mapping keyed by agent. The returned value (an
+    object or a dict) may carry `consensus_achieved` (bool), `confidence` (float) and `votes`
+    (a mapping agent -> value or -> {value, weight, confidence}, or a list of
+    {agent, value, weight, confidence}); each vote becomes a `vote {agent}` child span. The
+    function's return value and exceptions pass through untouched.
+
+    Example:
+        >>> @agent_trace.monitor_consensus("weighted_vote")
+        ... async def build_consensus(participants, proposal):
+        ...     return {"consensus_achieved": True, "confidence": 0.8, "votes": {"ethics": "approve"}}
+    """
+
+    def decorate(fn: F) -> F:
+        try:
+            sig: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            sig = None
+
+        def open_round(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ConsensusRound:
+            return ConsensusRound(current_session_var.get(), algorithm,
+                                  participants=_participants(sig, args, kwargs),
+                                  threshold=threshold)
+
+        def close(rnd: ConsensusRound, result: Any) -> None:
+            try:
+                _record_result(rnd, result)
+            except Exception:
+                internal_error(_log, "reading a consensus result")
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with open_round(args, kwargs) as rnd:
+                    result = await fn(*args, **kwargs)
+                    close(rnd, result)
+                    return result
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with open_round(args, kwargs) as rnd:
+                result = fn(*args, **kwargs)
+                close(rnd, result)
+                return result
+
+        return cast(F, wrapper)
+
+    return decorate

@@ -1,0 +1,199 @@
+"""Coordination sessions and agent turns."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from agent_trace import _attributes as A
+from agent_trace import _runtime
+from agent_trace.model._scope import Scope, current_session_var
+
+__all__ = ["Session", "Turn", "session", "current_session", "turn"]
+
+_open_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+_open_lock = threading.Lock()
+
+
+class Session(Scope):
+    """A coordination session: the root of one trace (or a child of an incoming request).
+
+    Example:
+        >>> import agent_trace
+        >>> with agent_trace.session("ethical_review", agents=["ethics", "legal"]) as s:
+        ...     with s.turn("ethics"):
+        ...         pass
+        ...     s.set_outcome("approved")
+    """
+
+    _op = "agent_trace.session"
+
+    def __init__(
+        self,
+        task_type: str,
+        *,
+        session_id: str | None = None,
+        agents: Sequence[str] = (),
+        complexity: float | None = None,
+        **attrs: Any,
+    ) -> None:
+        self.session_id = session_id or uuid.uuid4().hex
+        self.task_type = task_type
+        self.agents = tuple(agents)
+        self.outcome: str | None = None
+        self._turns = itertools.count(1)
+        extra = {
+            k if "." in k else f"agent_trace.session.{k}": v for k, v in attrs.items()
+        }
+        converted = A.to_attributes(
+            {
+                A.OPERATION_NAME: "invoke_workflow",
+                A.WORKFLOW_NAME: task_type,
+                A.SESSION_TASK_TYPE: task_type,
+                A.SESSION_AGENTS: list(self.agents) if self.agents else None,
+                A.SESSION_COMPLEXITY: complexity,
+                **extra,
+            }
+        )
+        super().__init__(self, f"invoke_workflow {task_type}", converted)
+
+    def _start(self) -> None:
+        super()._start()
+        if self._span.is_recording():
+            with _open_lock:
+                _open_sessions.add(self)
+
+    def set_outcome(self, outcome: str) -> None:
+        """Record how the session ended (approved, rejected, blocked, escalated, failed...)."""
+        self.outcome = outcome
+        self.set_attribute(A.SESSION_OUTCOME, outcome)
+
+    def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:
+        with _open_lock:
+            _open_sessions.discard(self)
+        if self.outcome is None:
+            self.outcome = "completed" if exc is None else "failed"
+            self.set_attribute(A.SESSION_OUTCOME, self.outcome)
+        pipeline = self._pipeline
+        if pipeline is not None and recording:
+            labels = {"task_type": self.task_type, "outcome": self.outcome}
+            pipeline.metrics.sessions.add(1, labels)
+            pipeline.metrics.session_duration.record(duration_s, labels)
+
+    def _end_incomplete(self) -> None:
+        """End a session still open at interpreter exit, marked incomplete, so it is exported."""
+        if not self._span.is_recording():
+            return
+        self._span.set_attribute(A.SESSION_INCOMPLETE, True)
+        self._span.set_attribute(A.SESSION_OUTCOME, self.outcome or "incomplete")
+        self._span.set_status(Status(StatusCode.UNSET))
+        self._span.end()
+
+    # -- children -------------------------------------------------------------------------------
+
+    def turn(self, agent: str, role: str | None = None, *, remote: bool = False,
+             agent_id: str | None = None, **attrs: Any) -> Turn:
+        """An agent's turn in this session: span `invoke_agent {agent}`."""
+        return Turn(self, agent, role=role, remote=remote, agent_id=agent_id, **attrs)
+
+    def consensus_round(self, algorithm: str, *, participants: Sequence[str] = (),
+                        threshold: float = 0.5, quorum: int | None = None,
+                        round: int | None = None, **attrs: Any) -> Any:
+        """A consensus round: span `consensus_round {algorithm}`; votes are its children."""
+        from agent_trace.model.consensus import ConsensusRound
+
+        return ConsensusRound(self, algorithm, participants=participants, threshold=threshold,
+                              quorum=quorum, round=round, **attrs)
+
+    def policy_check(self, policy: str, **attrs: Any) -> Any:
+        """A constitutional check: span `policy_check {policy}`."""
+        from agent_trace.model.compliance import PolicyCheck
+
+        return PolicyCheck(self, policy, **attrs)
+
+    def handoff(self, source: str, target: str, reason: str | None = None, **attrs: Any) -> Any:
+        """One agent handing the work to another: span `handoff from {source} to {target}`."""
+        from agent_trace.model.coordination import Handoff
+
+        return Handoff(self, source, target, reason=reason, **attrs)
+
+    def resolve_conflict(self, parties: Sequence[str], strategy: str, **attrs: Any) -> Any:
+        """Resolving disagreement between agents: span `resolve_conflict {strategy}`."""
+        from agent_trace.model.coordination import ConflictResolution
+
+        return ConflictResolution(self, parties, strategy, **attrs)
+
+    def escalate(self, trigger: str, severity: str = "medium", **attrs: Any) -> Any:
+        """Escalation to a human: span `escalate {trigger}`."""
+        from agent_trace.model.coordination import Escalation
+
+        return Escalation(self, trigger, severity=severity, **attrs)
+
+
+class Turn(Scope):
+    """One agent's turn: span `invoke_agent {agent}`, CLIENT when the agent is remote."""
+
+    _op = "gen_ai.invoke_agent"
+
+    def __init__(self, session: Session | None, agent: str, *, role: str | None = None,
+                 remote: bool = False, agent_id: str | None = None, **attrs: Any) -> None:
+        self.agent = agent
+        index = next(session._turns) if session is not None else None
+        converted = A.to_attributes(
+            {
+                A.OPERATION_NAME: "invoke_agent",
+                A.AGENT_NAME: agent,
+                A.AGENT_ID: agent_id,
+                A.TURN_INDEX: index,
+                A.AGENT_ROLE: role,
+                **attrs,
+            }
+        )
+        super().__init__(session, f"invoke_agent {agent}", converted)
+        if remote:
+            self._kind = SpanKind.CLIENT
+
+    def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:
+        if recording and self._pipeline is not None:
+            self._pipeline.metrics.turn_duration.record(duration_s, {"agent": self.agent})
+
+
+def session(task_type: str, *, session_id: str | None = None, agents: Sequence[str] = (),
+            complexity: float | None = None, **attrs: Any) -> Session:
+    """Open a coordination session; use with `with` or `async with`.
+
+    Args:
+        task_type: what kind of coordination this is (low cardinality: it names the span).
+        session_id: your id for the session; a random one is made when omitted.
+        agents: the agents taking part.
+        complexity: a score of your own, recorded as `agent_trace.session.complexity`.
+        **attrs: extra attributes; a bare key `k` becomes `agent_trace.session.k`.
+    """
+    return Session(task_type, session_id=session_id, agents=agents, complexity=complexity, **attrs)
+
+
+def current_session() -> Session | None:
+    """The session the calling code runs in, for code deep in a call stack."""
+    return current_session_var.get()
+
+
+def turn(agent: str, role: str | None = None, *, remote: bool = False, **attrs: Any) -> Turn:
+    """An agent turn in the current session (or a standalone one when there is none)."""
+    return Turn(current_session_var.get(), agent, role=role, remote=remote, **attrs)
+
+
+def _end_open_sessions() -> None:
+    with _open_lock:
+        sessions = list(_open_sessions)
+        _open_sessions.clear()
+    for open_session in sessions:
+        open_session._end_incomplete()
+
+
+_runtime.add_exit_hook(_end_open_sessions)

@@ -1,0 +1,58 @@
+"""Performance targets judged on the span they concern."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from opentelemetry import trace
+
+from agent_trace import _attributes as A
+from agent_trace import _runtime
+from agent_trace._log import internal_error
+
+__all__ = ["monitor_performance_target"]
+
+_log = logging.getLogger(__name__)
+
+
+def monitor_performance_target(
+    target_name: str, target_value: float, actual_value: float, unit: str = "ms"
+) -> bool:
+    """Judge `actual_value` against `target_value` (lower is better) on the current span.
+
+    Sets `agent_trace.target.{name,threshold,actual,unit,met}` on the current span and counts
+    a breach in `agent_trace.target.breaches`. A breach is data, never an error status.
+    Returns whether the target was met (computed even when tracing is off).
+
+    Example:
+        >>> agent_trace.monitor_performance_target("round_compute", 5.0, 3.2, unit="ms")
+        True
+    """
+    try:
+        met = bool(math.isfinite(actual_value) and actual_value <= target_value)
+    except TypeError:
+        return False
+    try:
+        pipeline = _runtime.current()
+        span = trace.get_current_span()
+        if pipeline is None or not span.is_recording():
+            return met
+        p = A.TARGET
+        span.set_attributes(
+            A.to_attributes(
+                {
+                    p + "name": target_name,
+                    p + "threshold": float(target_value),
+                    p + "actual": float(actual_value),
+                    p + "unit": unit,
+                    p + "met": met,
+                }
+            )
+        )
+        if not met:
+            span.set_attribute(p + "breached", True)
+            pipeline.metrics.target_breaches.add(1, {"target": target_name})
+    except Exception:
+        internal_error(_log, "judging a performance target")
+    return met

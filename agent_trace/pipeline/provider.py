@@ -1,0 +1,126 @@
+"""The tracer provider the OpenTelemetry API hands out, and the SDK provider behind it.
+
+The global provider can be set only once per process, yet `configure()` may run again (tests,
+a reconfigured service). The global one is therefore a thin delegate that asks the current
+pipeline for a tracer on each call; agent-trace's own model holds the SDK tracer directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.util.types import Attributes
+
+from agent_trace._version import __version__
+from agent_trace._attributes import MAX_VALUE_LENGTH
+
+__all__ = ["build_provider", "DelegatingTracerProvider", "SPAN_LIMITS"]
+
+# Limits for every span: a consensus round over hundreds of agents keeps its first 128
+# attributes/links/events and counts the rest as dropped instead of growing without bound.
+SPAN_LIMITS = SpanLimits(
+    max_attributes=128,
+    max_events=128,
+    max_links=128,
+    max_event_attributes=32,
+    max_link_attributes=32,
+    max_attribute_length=MAX_VALUE_LENGTH + 64,
+)
+
+
+def build_provider(
+    service_name: str, sample_rate: float, resource_attributes: Mapping[str, str]
+) -> TracerProvider:
+    attrs: dict[str, Any] = dict(resource_attributes)
+    attrs["service.name"] = service_name
+    attrs.setdefault("telemetry.distro.name", "agent-trace")
+    attrs.setdefault("telemetry.distro.version", __version__)
+    return TracerProvider(
+        sampler=ParentBased(TraceIdRatioBased(sample_rate)),
+        resource=Resource.create(attrs),
+        span_limits=SPAN_LIMITS,
+        shutdown_on_exit=False,
+    )
+
+
+class DelegatingTracerProvider(trace.TracerProvider):
+    """Installed once as the global provider; forwards to whatever `current()` returns."""
+
+    def __init__(self, current: Callable[[], TracerProvider | None]) -> None:
+        self._current = current
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes | None = None,
+    ) -> trace.Tracer:
+        return _DelegatingTracer(
+            self._current, instrumenting_module_name, instrumenting_library_version, schema_url
+        )
+
+
+class _DelegatingTracer(trace.Tracer):
+    def __init__(
+        self,
+        current: Callable[[], TracerProvider | None],
+        name: str,
+        version: str | None,
+        schema_url: str | None,
+    ) -> None:
+        self._current = current
+        self._args = (name, version, schema_url)
+        self._cached: tuple[TracerProvider, trace.Tracer] | None = None
+
+    def _tracer(self) -> trace.Tracer:
+        provider = self._current()
+        if provider is None:
+            return trace.NoOpTracer()
+        cached = self._cached
+        if cached is None or cached[0] is not provider:
+            cached = (provider, provider.get_tracer(*self._args))
+            self._cached = cached
+        return cached[1]
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        return self._tracer().start_span(
+            name, context, kind, attributes, links, start_time, record_exception,
+            set_status_on_exception,
+        )
+
+    @contextmanager
+    def start_as_current_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        with self._tracer().start_as_current_span(
+            name, context, kind, attributes, links, start_time, record_exception,
+            set_status_on_exception, end_on_exit,
+        ) as span:
+            yield span

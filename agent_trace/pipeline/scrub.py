@@ -1,0 +1,198 @@
+"""Removes secrets and personal data from a finished span, once, before any sink sees it.
+
+What is scrubbed (the value is replaced by `[REDACTED]` or the match inside it by
+`[REDACTED:kind]`, and the span gets `agent_trace.scrubbed` listing the attribute keys touched):
+
+- attributes whose key names a secret (password, token, secret, api key, authorization,
+  cookie, credential, private key, session key);
+- inside any string value and exception message: credentials in URLs (`user:pass@`), secret
+  query parameters (`token=`, `sig=`, `key=`, `password=`...), bearer/basic authorization
+  values, API-key shaped tokens (`sk-...`, `ghp_...`, `AKIA...`, JWTs), e-mail addresses;
+- content attributes (vote rationales, message content, tool arguments) unless content
+  capture is on.
+
+Unchanged spans are passed through as the same object, so the common case costs a scan only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.trace import Status
+from opentelemetry.util.types import AttributeValue
+
+from agent_trace._attributes import CONTENT_KEYS
+
+__all__ = ["Scrubber", "REDACTED", "CONTENT_PLACEHOLDER", "SCRUBBED_ATTRIBUTE", "scrub_text"]
+
+REDACTED = "[REDACTED]"
+CONTENT_PLACEHOLDER = "[content not captured]"
+SCRUBBED_ATTRIBUTE = "agent_trace.scrubbed"
+
+_SECRET_KEY = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|api[-_.]?key|apikey|auth(orization)?$|"
+    r"^authorization|cookie|credential|private[-_.]?key|session[-_.]?key|access[-_.]?key|"
+    r"\bdsn\b|signature",
+    re.IGNORECASE,
+)
+# Keys of our own that contain a trigger word but hold no secret.
+_SAFE_KEYS = frozenset({"agent_trace.constitution.hash", "gen_ai.usage.input_tokens",
+                        "gen_ai.usage.output_tokens", "agent_trace.scrubbed"})
+
+_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("url_credentials", re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+@"), "[REDACTED:credentials]@"),
+    (
+        "query_secret",
+        re.compile(
+            r"(?i)(?<=[?&;])(access_token|token|sig|signature|key|api_key|apikey|password|"
+            r"passwd|secret|auth|client_secret|code)=[^&#\s]*"
+        ),
+        r"\1=[REDACTED]",
+    ),
+    (
+        "authorization",
+        re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"),
+        r"\1 [REDACTED]",
+    ),
+    (
+        "assignment",
+        re.compile(
+            r"(?i)\b(password|passwd|pwd|secret|api[_-]?key|token)\s*[:=]\s*['\"]?[^\s'\",;]{3,}"
+        ),
+        r"\1=[REDACTED]",
+    ),
+    (
+        "api_key",
+        re.compile(
+            r"\b(sk-[A-Za-z0-9_-]{16,}|sk_(live|test)_[A-Za-z0-9]{16,}|gh[pousr]_[A-Za-z0-9]{20,}"
+            r"|AKIA[0-9A-Z]{16}|xox[abpr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{30,}"
+            r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
+        ),
+        "[REDACTED:api_key]",
+    ),
+    ("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[REDACTED:email]"),
+)
+# A value without any of these characters cannot match a pattern above: skip the regexes.
+_TRIGGER = re.compile(r"[@=:]|sk-|sk_|gh[pousr]_|AKIA|xox|AIza|eyJ|(?i:bearer|basic|token)")
+
+
+def scrub_text(text: str) -> str:
+    """Replace secrets and e-mail addresses inside free text."""
+    if not _TRIGGER.search(text):
+        return text
+    for _, pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def is_secret_key(key: str) -> bool:
+    return key not in _SAFE_KEYS and _SECRET_KEY.search(key) is not None
+
+
+class Scrubber:
+    """Scrubs spans; `capture_content` decides whether content attributes may pass."""
+
+    def __init__(self, *, capture_content: bool = False) -> None:
+        self.capture_content = capture_content
+        self._key_verdicts: dict[str, bool] = {}
+
+    def _drop_key(self, key: str) -> bool:
+        # Keys are low-cardinality: the verdict per key is computed once and cached.
+        verdict = self._key_verdicts.get(key)
+        if verdict is None:
+            verdict = is_secret_key(key) or (not self.capture_content and key in CONTENT_KEYS)
+            if len(self._key_verdicts) < 10_000:
+                self._key_verdicts[key] = verdict
+        return verdict
+
+    def attributes(
+        self, attrs: Mapping[str, AttributeValue] | None
+    ) -> tuple[dict[str, AttributeValue] | None, list[str]]:
+        """Return scrubbed attributes (None if nothing changed) and the keys touched."""
+        if not attrs:
+            return None, []
+        touched: list[str] = []
+        out: dict[str, AttributeValue] | None = None
+        for key, value in attrs.items():
+            new = self._value(key, value)
+            if new is not value:
+                if out is None:
+                    out = dict(attrs)
+                out[key] = new
+                touched.append(key)
+        return out, touched
+
+    def _value(self, key: str, value: AttributeValue) -> AttributeValue:
+        if self._drop_key(key):
+            return REDACTED
+        if isinstance(value, str):
+            cleaned = scrub_text(value)
+            return value if cleaned == value else cleaned
+        if isinstance(value, Sequence) and value and isinstance(value[0], str):
+            items = [scrub_text(v) if isinstance(v, str) else v for v in value]
+            return value if items == list(value) else items
+        return value
+
+    def span(self, span: ReadableSpan) -> ReadableSpan:
+        """Return `span` itself when clean, else a scrubbed copy with the same ids."""
+        attrs, touched = self.attributes(span.attributes)
+        events, events_changed = self._events(span.events)
+        status = span.status
+        if status.description:
+            description = scrub_text(status.description)
+            if description != status.description:
+                status = Status(status.status_code, description)
+        if attrs is None and not events_changed and status is span.status:
+            return span
+
+        new_attrs = dict(attrs if attrs is not None else (span.attributes or {}))
+        if touched:
+            new_attrs[SCRUBBED_ATTRIBUTE] = touched
+        return ReadableSpan(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=new_attrs,
+            events=events,
+            links=span.links,
+            kind=span.kind,
+            status=status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def _without_message(
+        self, attrs: Mapping[str, AttributeValue] | None
+    ) -> dict[str, AttributeValue] | None:
+        """An exception's message is content: without capture, it leaves the event and trace."""
+        if not attrs:
+            return None
+        message = attrs.get("exception.message")
+        if not isinstance(message, str) or not message or message == CONTENT_PLACEHOLDER:
+            return None
+        out = dict(attrs)
+        out["exception.message"] = CONTENT_PLACEHOLDER
+        stack = out.get("exception.stacktrace")
+        if isinstance(stack, str):
+            out["exception.stacktrace"] = stack.replace(message, CONTENT_PLACEHOLDER)
+        return out
+
+    def _events(self, events: Sequence[Event]) -> tuple[Sequence[Event], bool]:
+        if not events:
+            return events, False
+        changed = False
+        out: list[Event] = []
+        for event in events:
+            attrs, _ = self.attributes(event.attributes)
+            if event.name == "exception" and not self.capture_content:
+                attrs = self._without_message(attrs if attrs is not None else event.attributes)
+            if attrs is None:
+                out.append(event)
+                continue
+            changed = True
+            out.append(Event(event.name, attrs, event.timestamp))
+        return out, changed

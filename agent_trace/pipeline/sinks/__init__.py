@@ -1,0 +1,1 @@
+"""Sinks: OTLP (Jaeger or a Collector), Sentry (envelopes or OTLP), the local file, memory."""

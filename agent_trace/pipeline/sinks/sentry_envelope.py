@@ -1,0 +1,210 @@
+"""Finished spans as Sentry transactions: one per local root, its descendants as spans.
+
+Children usually end before their parent, so the sink parks each finished span's subtree under
+its parent's id until that parent ends; a span with no local parent closes a transaction. A
+subtree whose parent never arrives (a span left open, a background task outliving its
+request) is sent as a transaction of its own at the next flush or when the parking area is
+full: it keeps its `parent_span_id`, so Sentry still places it in the trace.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
+
+from agent_trace._version import __version__
+from agent_trace._attributes import CONSTITUTION_HASH, CONVERSATION_ID, SENTRY_OP
+
+__all__ = ["SentryEnvelopeSink", "span_to_sentry", "build_transaction"]
+
+_ORIGIN = "auto.agent_trace"
+_KIND_OPS = {
+    SpanKind.SERVER: "http.server",
+    SpanKind.CLIENT: "http.client",
+    SpanKind.PRODUCER: "queue.publish",
+    SpanKind.CONSUMER: "queue.process",
+}
+
+
+def _status(span: ReadableSpan) -> str:
+    if span.status.status_code is StatusCode.ERROR:
+        return "internal_error"
+    if (span.attributes or {}).get("agent_trace.cancelled"):
+        return "cancelled"
+    return "ok"
+
+
+def _op(span: ReadableSpan) -> str:
+    attrs = span.attributes or {}
+    op = attrs.get(SENTRY_OP)
+    if isinstance(op, str) and op:
+        return op
+    return _KIND_OPS.get(span.kind, "default")
+
+
+def _data(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in (attrs or {}).items()}
+
+
+def span_to_sentry(span: ReadableSpan) -> dict[str, Any]:
+    """A Sentry span (also the shape of a transaction's trace context) for an OTel span."""
+    ctx = span.context
+    assert ctx is not None
+    out: dict[str, Any] = {
+        "trace_id": f"{ctx.trace_id:032x}",
+        "span_id": f"{ctx.span_id:016x}",
+        "op": _op(span),
+        "description": span.name,
+        "start_timestamp": (span.start_time or 0) / 1e9,
+        "timestamp": (span.end_time or span.start_time or 0) / 1e9,
+        "status": _status(span),
+        "origin": _ORIGIN,
+        "data": _data(span.attributes),
+    }
+    if span.parent is not None:
+        out["parent_span_id"] = f"{span.parent.span_id:016x}"
+    return out
+
+
+def build_transaction(
+    root: ReadableSpan,
+    children: Sequence[dict[str, Any]],
+    *,
+    environment: str | None,
+    release: str | None,
+) -> dict[str, Any]:
+    """A transaction event for `root` with already converted descendant spans."""
+    trace_ctx = span_to_sentry(root)
+    attrs = root.attributes or {}
+    tags: dict[str, str] = {}
+    if isinstance(attrs.get(CONSTITUTION_HASH), str):
+        tags["constitutional_hash"] = str(attrs[CONSTITUTION_HASH])
+    if isinstance(attrs.get(CONVERSATION_ID), str):
+        tags["conversation_id"] = str(attrs[CONVERSATION_ID])
+    service = root.resource.attributes.get("service.name")
+    if service:
+        tags["service"] = str(service)
+    event: dict[str, Any] = {
+        "type": "transaction",
+        "event_id": uuid.uuid4().hex,
+        "platform": "python",
+        "transaction": root.name,
+        "transaction_info": {"source": "custom"},
+        "start_timestamp": trace_ctx["start_timestamp"],
+        "timestamp": trace_ctx["timestamp"],
+        "contexts": {
+            "trace": {k: v for k, v in trace_ctx.items() if k not in ("start_timestamp",
+                                                                       "timestamp",
+                                                                       "description")},
+            "otel": {"resource": _data(root.resource.attributes)},
+        },
+        "spans": list(children),
+        "tags": tags,
+        "sdk": {"name": "agent-trace", "version": __version__},
+    }
+    if environment:
+        event["environment"] = environment
+    if release:
+        event["release"] = release
+    return event
+
+
+class SentryEnvelopeSink:
+    """Sends transactions through sentry-sdk's transport (its own thread does the HTTP)."""
+
+    name = "sentry"
+
+    def __init__(self, client: Any, *, max_parked_spans: int = 20_000) -> None:
+        self._client = client
+        self._max_parked = max_parked_spans
+        # parent span id -> converted spans of finished descendants waiting for that parent
+        self._parked: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+        self._parked_roots: dict[int, ReadableSpan] = {}
+        self._parked_count = 0
+        self._lock = threading.Lock()
+        self.transactions_sent = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> bool:
+        ready: list[tuple[ReadableSpan, list[dict[str, Any]]]] = []
+        with self._lock:
+            for span in spans:
+                ctx = span.context
+                assert ctx is not None
+                descendants = self._parked.pop(ctx.span_id, [])
+                self._parked_roots.pop(ctx.span_id, None)
+                self._parked_count -= len(descendants)
+                if span.parent is None or span.parent.is_remote:
+                    ready.append((span, descendants))
+                    continue
+                parent_id = span.parent.span_id
+                bucket = self._parked.setdefault(parent_id, [])
+                bucket.append(span_to_sentry(span))
+                bucket.extend(descendants)
+                self._parked_count += 1 + len(descendants)
+                # Remember the topmost finished span of the bucket in case the parent never comes.
+                self._parked_roots.setdefault(parent_id, span)
+            while self._parked_count > self._max_parked and self._parked:
+                ready.append(self._unpark_oldest())
+        return self._send(ready)
+
+    def _unpark_oldest(self) -> tuple[ReadableSpan, list[dict[str, Any]]]:
+        parent_id, bucket = self._parked.popitem(last=False)
+        self._parked_count -= len(bucket)
+        top = self._parked_roots.pop(parent_id)
+        top_id = f"{top.context.span_id:016x}" if top.context else ""
+        return top, [s for s in bucket if s["span_id"] != top_id]
+
+    def _send(self, ready: Sequence[tuple[ReadableSpan, list[dict[str, Any]]]]) -> bool:
+        if not ready:
+            return True
+        from sentry_sdk.envelope import Envelope
+
+        transport = self._client.transport()
+        if transport is None:
+            return False
+        dsn = self._client.dsn
+        for root, children in ready:
+            event = build_transaction(
+                root,
+                children,
+                environment=self._client.environment,
+                release=self._client.release,
+            )
+            envelope = Envelope(
+                headers={
+                    "event_id": event["event_id"],
+                    "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "trace": {
+                        "trace_id": event["contexts"]["trace"]["trace_id"],
+                        "public_key": dsn.public_key,
+                        "sampled": "true",
+                        **({"environment": event["environment"]} if "environment" in event else {}),
+                        **({"release": event["release"]} if "release" in event else {}),
+                        "transaction": event["transaction"],
+                    },
+                }
+            )
+            envelope.add_transaction(event)
+            transport.capture_envelope(envelope)
+            self.transactions_sent += 1
+        return True
+
+    def flush(self, timeout_s: float) -> bool:
+        # A flush delivers everything finished, so subtrees still waiting for a parent go now.
+        with self._lock:
+            ready = [self._unpark_oldest() for _ in range(len(self._parked))]
+        self._send(ready)
+        return self._client.flush(timeout_s)
+
+    def shutdown(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return str(self._client.dsn.redacted)

@@ -1,0 +1,234 @@
+"""A bounded queue and export thread per sink, with flush and shutdown that keep their deadline.
+
+The SDK's `BatchSpanProcessor` blocks in `force_flush`/`shutdown` for as long as a hanging
+exporter takes (27-40 s measured here), whatever timeout it is given. This worker never waits
+on the export call itself: callers wait on a condition with a deadline, and a stuck export
+thread is a daemon that the process may leave behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import ReadableSpan
+
+from agent_trace._log import warn_once
+from agent_trace.pipeline.drops import (
+    AFTER_SHUTDOWN,
+    EXPORT_FAILED,
+    QUEUE_FULL,
+    SHUTDOWN_TIMEOUT,
+    DropCounter,
+)
+
+__all__ = ["SpanSink", "SinkWorker"]
+
+_log = logging.getLogger(__name__)
+
+# Instrumentation libraries check this key and stay silent: exports are never traced themselves.
+_SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
+
+
+class SpanSink(Protocol):
+    """Where finished, scrubbed spans go. Methods are called on the sink's own export thread."""
+
+    name: str
+
+    def export(self, spans: Sequence[ReadableSpan]) -> bool:
+        """Deliver `spans`; return False (or raise) when they did not arrive."""
+
+    def flush(self, timeout_s: float) -> bool:
+        """Push out anything the sink buffers itself; called after the queue is drained."""
+
+    def shutdown(self) -> None:
+        """Release connections and files."""
+
+    def describe(self) -> str:
+        """Where this sink sends spans, with no secret in it."""
+
+
+class SinkWorker:
+    """Feeds one sink from a bounded queue on a daemon thread.
+
+    `enqueue` is called on the application's threads and never blocks beyond a short lock.
+    """
+
+    def __init__(
+        self,
+        sink: SpanSink,
+        drops: DropCounter,
+        *,
+        max_queue_size: int,
+        max_batch_size: int,
+        schedule_delay_s: float,
+    ) -> None:
+        self.sink = sink
+        self._drops = drops
+        self._max_queue = max_queue_size
+        self._max_batch = max_batch_size
+        self._delay_s = schedule_delay_s
+        self._queue: deque[ReadableSpan] = deque()
+        self._cond = threading.Condition()
+        self._flush_requested = False
+        self._closed = False
+        # Monotonic tallies that let flush() know when everything enqueued before it is done.
+        self._enqueued = 0
+        self._done = 0
+        self._failed = 0
+        self.last_error: str | None = None
+        self.exported = 0
+        self._start_thread()
+        self_ref = weakref.ref(self)
+
+        def _after_fork() -> None:
+            worker = self_ref()
+            if worker is not None:
+                worker._reinit_after_fork()
+
+        os.register_at_fork(after_in_child=_after_fork)
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"agent-trace-{self.sink.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _reinit_after_fork(self) -> None:
+        # The child inherits the parent's queue (those spans belong to the parent, which
+        # exports them) but not its thread: start clean.
+        self._cond = threading.Condition()
+        self._queue.clear()
+        self._enqueued = self._done = self._failed = 0
+        self._flush_requested = False
+        if not self._closed:
+            self._start_thread()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def enqueue(self, span: ReadableSpan) -> None:
+        with self._cond:
+            if self._closed:
+                self._drops.add(self.sink.name, AFTER_SHUTDOWN)
+                return
+            if len(self._queue) >= self._max_queue:
+                self._drops.add(self.sink.name, QUEUE_FULL)
+                full = True
+            else:
+                self._queue.append(span)
+                self._enqueued += 1
+                full = False
+                if len(self._queue) >= self._max_batch:
+                    self._cond.notify()
+        if full:
+            warn_once(
+                _log,
+                f"queue_full:{self.sink.name}",
+                "agent-trace: the %s sink's queue is full (%d spans); new spans are dropped "
+                "and counted until it drains",
+                self.sink.name,
+                self._max_queue,
+            )
+
+    def _run(self) -> None:
+        otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
+        while True:
+            with self._cond:
+                if not (len(self._queue) >= self._max_batch or self._flush_requested or self._closed):
+                    self._cond.wait(self._delay_s)
+                if not self._queue:
+                    if self._flush_requested:
+                        self._flush_requested = False
+                        self._cond.notify_all()
+                    if self._closed:
+                        return
+                    continue
+                count = min(self._max_batch, len(self._queue))
+                batch = [self._queue.popleft() for _ in range(count)]
+            self._export(batch)
+
+    def _export(self, batch: list[ReadableSpan]) -> None:
+        ok = False
+        try:
+            ok = bool(self.sink.export(batch))
+            if not ok:
+                self.last_error = "the sink refused the batch"
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+        if ok:
+            self.exported += len(batch)
+            self.last_error = None
+        else:
+            self._drops.add(self.sink.name, EXPORT_FAILED, len(batch))
+            warn_once(
+                _log,
+                f"export_failed:{self.sink.name}",
+                "agent-trace: %d spans could not be delivered to the %s sink (%s): %s",
+                len(batch),
+                self.sink.name,
+                self.sink.describe(),
+                self.last_error,
+            )
+        with self._cond:
+            self._done += len(batch)
+            if not ok:
+                self._failed += len(batch)
+            self._cond.notify_all()
+
+    def flush(self, deadline: float) -> bool:
+        """Wait until everything queued before the call is exported, or until `deadline`."""
+        with self._cond:
+            target = self._enqueued
+            failed_before = self._failed
+            self._flush_requested = True
+            self._cond.notify_all()
+            while self._done < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            delivered = self._failed == failed_before
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        return _call_with_deadline(lambda: self.sink.flush(remaining), remaining) and delivered
+
+    def shutdown(self, deadline: float) -> bool:
+        """Flush within the deadline, then stop; spans still queued are counted as dropped."""
+        delivered = self.flush(deadline)
+        with self._cond:
+            self._closed = True
+            left = len(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        self._drops.add(self.sink.name, SHUTDOWN_TIMEOUT, left)
+        remaining = max(0.0, deadline - time.monotonic())
+        closed = _call_with_deadline(self.sink.shutdown, remaining)
+        return delivered and closed and left == 0
+
+
+def _call_with_deadline(fn: object, timeout_s: float) -> bool:
+    """Run `fn` on a daemon thread and wait at most `timeout_s`; False on timeout or error."""
+    result: list[bool] = []
+
+    def target() -> None:
+        try:
+            value = fn()  # type: ignore[operator]
+            result.append(value is not False)
+        except Exception:
+            _log.debug("agent-trace: sink call failed", exc_info=True)
+            result.append(False)
+
+    thread = threading.Thread(target=target, name="agent-trace-deadline", daemon=True)
+    thread.start()
+    thread.join(max(0.0, timeout_s))
+    return bool(result) and result[0]
