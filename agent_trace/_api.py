@@ -39,6 +39,7 @@ def configure(
     prometheus_port: int | None = None,
     _extra_sinks: Sequence[Any] = (),
     _metric_readers: Sequence[Any] = (),
+    _env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Build the tracing pipeline and install it; returns the validated settings.
 
@@ -58,6 +59,7 @@ def configure(
     """
     settings = resolve_settings(
         service_name,
+        env=_env,
         otlp_endpoint=otlp_endpoint,
         otlp_protocol=otlp_protocol,
         otlp_headers=otlp_headers,
