@@ -41,6 +41,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, NamedTuple
 
+from agent_trace._config import DEFAULT_LOCAL_PATH
+
 __all__ = [
     "MAX_KEPT_PROBLEMS",
     "MAX_LINE_BYTES",
@@ -54,7 +56,9 @@ __all__ = [
     "SpanStream",
     "TraceFileError",
     "TreeRow",
+    "collect_trace",
     "coordination_role",
+    "default_path",
     "iter_spans",
     "walk_tree",
 ]
@@ -304,6 +308,43 @@ def iter_spans(
             strict mode (during iteration).
     """
     return SpanStream(path, strict=strict, on_problem=on_problem, max_line_bytes=max_line_bytes)
+
+
+def default_path() -> Path:
+    """The file the local sink writes when nothing else is configured.
+
+    `AGENT_TRACE_LOCAL_PATH` when set, else `.agent-trace/traces.jsonl` (as `configure()`).
+    """
+    configured = os.environ.get("AGENT_TRACE_LOCAL_PATH")
+    return Path(configured) if configured else DEFAULT_LOCAL_PATH
+
+
+def collect_trace(
+    path: str | os.PathLike[str], trace_id: str, *, strict: bool = False, max_spans: int = 5000
+) -> tuple[list[SpanRecord], int]:
+    """Stream the file once and keep the spans of one trace.
+
+    Malformed lines are skipped silently in lenient mode (a first pass usually reported them);
+    in strict mode they raise `TraceFileError`.
+
+    Returns:
+        The trace's spans in file order (at most `max_spans`) and how many more were left out.
+    """
+    spans: list[SpanRecord] = []
+    left_out = 0
+    with iter_spans(path, strict=strict, on_problem=_ignore_problem) as stream:
+        for span in stream:
+            if span.trace_id != trace_id:
+                continue
+            if len(spans) < max_spans:
+                spans.append(span)
+            else:
+                left_out += 1
+    return spans, left_out
+
+
+def _ignore_problem(problem: LineProblem) -> None:
+    del problem
 
 
 def _open(path: Path) -> BinaryIO:
