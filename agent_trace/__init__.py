@@ -11,6 +11,7 @@ Example:
 from agent_trace._api import configure, dropped_spans, force_flush, settings, shutdown, sink_status
 from agent_trace._config import ConfigurationError, Settings
 from agent_trace._version import __version__
+from agent_trace.alerts import AlertPolicy
 from agent_trace.model.compliance import (
     ConstitutionalViolationError,
     PolicyCheck,
@@ -36,6 +37,7 @@ from agent_trace.model.session import Session, Turn, current_session, session, t
 from agent_trace.model.targets import monitor_performance_target
 
 __all__ = [
+    "AlertPolicy",
     "ConfigurationError",
     "ConflictResolution",
     "ConsensusRound",

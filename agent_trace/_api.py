@@ -9,6 +9,7 @@ from typing import Any
 
 from agent_trace import _runtime
 from agent_trace._config import Settings, resolve_settings
+from agent_trace.alerts import AlertPolicy
 
 __all__ = ["configure", "force_flush", "shutdown", "dropped_spans", "sink_status", "settings"]
 
@@ -37,6 +38,7 @@ def configure(
     export_timeout_s: float | None = None,
     exit_timeout_s: float | None = None,
     prometheus_port: int | None = None,
+    alert_policy: AlertPolicy | bool | None = None,
     _extra_sinks: Sequence[Any] = (),
     _metric_readers: Sequence[Any] = (),
     _env: Mapping[str, str] | None = None,
@@ -49,6 +51,9 @@ def configure(
     `CONSTITUTIONAL_HASH`, `AGENT_TRACE_*`). With neither an OTLP endpoint nor a DSN, spans go
     to `.agent-trace/traces.jsonl`. Calling it again replaces the previous pipeline (which is
     flushed and shut down first).
+
+    `alert_policy` sets the built-in alerting (see `agent_trace.AlertPolicy`); by default it is
+    on, with its defaults, whenever a Sentry DSN is configured; `False` turns it off.
 
     Raises:
         ConfigurationError: (a `ValueError`) naming the setting, the bad value and the fix.
@@ -85,7 +90,10 @@ def configure(
         _log.debug("agent-trace: reconfiguring; shutting the previous pipeline down")
         previous.shutdown(previous.settings.exit_timeout_s)
     pipeline = _runtime.Pipeline(
-        settings, extra_sinks=_extra_sinks, metric_readers=_metric_readers
+        settings,
+        extra_sinks=_extra_sinks,
+        metric_readers=_metric_readers,
+        alert_policy=alert_policy,
     )
     _runtime.install(pipeline)
     _log.debug("agent-trace: configured %s with sinks %s", settings.service_name, settings.sinks)

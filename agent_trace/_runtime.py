@@ -18,6 +18,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import TracerProvider
 
 from agent_trace._config import Settings
+from agent_trace.alerts import AlertPolicy, SentryAlertSink
 from agent_trace._log import internal_error
 from agent_trace._metrics import Metrics, build_meter_provider
 from agent_trace._version import __version__
@@ -55,6 +56,7 @@ class Pipeline:
         *,
         extra_sinks: Sequence[SpanSink] = (),
         metric_readers: Sequence[MetricReader] = (),
+        alert_policy: AlertPolicy | bool | None = None,
     ) -> None:
         self.settings = settings
         self.constitution_hash = settings.constitution_hash
@@ -86,7 +88,20 @@ class Pipeline:
         readers = list(metric_readers) + self._metric_readers(settings)
         self.meter_provider = build_meter_provider(self.provider.resource, readers)
         self.metrics = Metrics(self.meter_provider.get_meter("agent_trace", __version__), _drops.snapshot)
+        self.alerts = self._alert_policy(alert_policy)
         self.closed = False
+
+    def _alert_policy(self, policy: AlertPolicy | bool | None) -> AlertPolicy | None:
+        """The built-in alerting: on by default when Sentry is configured."""
+        if policy is False or (policy is None and self.sentry is None):
+            return None
+        if policy is None or policy is True:
+            policy = AlertPolicy()
+        if policy._sink is None:
+            if self.sentry is None:
+                return None
+            policy.bind(SentryAlertSink(), self.constitution_hash)
+        return policy
 
     def _build_sinks(self, settings: Settings) -> None:
         from agent_trace.pipeline.sinks.local_file import LocalFileSink
@@ -172,6 +187,8 @@ class Pipeline:
 
     def force_flush(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
+        if self.alerts is not None:
+            self.alerts.flush()
         ok = self.processor.force_flush(int(timeout_s * 1000))
         remaining = deadline - time.monotonic()
         if remaining > 0:
@@ -186,6 +203,8 @@ class Pipeline:
             return True
         self.closed = True
         deadline = time.monotonic() + timeout_s
+        if self.alerts is not None:
+            self.alerts.flush()
         ok = self.processor.shutdown_within(timeout_s)
         if self.sentry is not None:
             try:

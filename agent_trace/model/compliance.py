@@ -95,6 +95,8 @@ def report_violation(exc: ConstitutionalViolationError, scope: Scope) -> None:
     pipeline.metrics.violations.add(
         1, {"violation_type": exc.violation_type, "severity": exc.severity}
     )
+    if pipeline.alerts is not None:
+        pipeline.alerts.compliance(False, _trace_of(scope))
     if pipeline.sentry is not None:
         tags = {
             "constitutional_hash": pipeline.constitution_hash or A.UNSET_HASH,
@@ -102,9 +104,18 @@ def report_violation(exc: ConstitutionalViolationError, scope: Scope) -> None:
             "severity": exc.severity,
         }
         try:
-            pipeline.sentry.capture_exception(exc, scope._span, tags)
+            pipeline.sentry.capture_exception(
+                exc,
+                scope._span,
+                tags,
+                fingerprint=["agent_trace.constitutional_violation", exc.violation_type],
+            )
         except Exception:
             internal_error(_log, "reporting a violation to Sentry")
+
+
+def _trace_of(scope: Scope) -> dict[str, str]:
+    return {"trace_id": scope.trace_id, "span_id": scope.span_id}
 
 
 class PolicyCheck(Scope):
@@ -138,6 +149,8 @@ class PolicyCheck(Scope):
             pipeline.metrics.violations.add(
                 1, {"violation_type": violation_type, "severity": severity}
             )
+            if pipeline.alerts is not None:
+                pipeline.alerts.violation(violation_type, severity, _trace_of(self))
 
     def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:
         if self.result is None:
@@ -151,6 +164,11 @@ class PolicyCheck(Scope):
         pipeline = self._pipeline
         if recording and pipeline is not None:
             pipeline.metrics.compliance_checks.add(1, {"policy": self.policy, "result": self.result})
+            # A raised violation already fed the alert policy in report_violation.
+            if pipeline.alerts is not None and self.result == "compliant":
+                pipeline.alerts.compliance(True, _trace_of(self))
+            elif pipeline.alerts is not None and self.result == "violation" and exc is None:
+                pipeline.alerts.compliance(False, _trace_of(self))
 
 
 def policy_check(policy: str, **attrs: Any) -> PolicyCheck:

@@ -53,6 +53,16 @@ def monitor_performance_target(
         if not met:
             span.set_attribute(p + "breached", True)
             pipeline.metrics.target_breaches.add(1, {"target": target_name})
+            if pipeline.alerts is not None:
+                ctx = span.get_span_context()
+                pipeline.alerts.target(
+                    target_name,
+                    met,
+                    float(actual_value),
+                    float(target_value),
+                    unit,
+                    {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"},
+                )
     except Exception:
         internal_error(_log, "judging a performance target")
     return met

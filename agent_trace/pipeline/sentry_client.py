@@ -52,7 +52,8 @@ _KEEP = frozenset({"trace_id", "span_id", "parent_span_id", "public_key", "event
 
 def scrub_event(event: dict[str, Any], scrubber: Scrubber) -> dict[str, Any]:
     """Scrub a Sentry event (error or transaction) the way spans are scrubbed."""
-    if not scrubber.capture_content:
+    # Alert events are written by agent-trace itself and carry no user content.
+    if not scrubber.capture_content and event.get("logger") != "agent_trace.alerts":
         for exc in (event.get("exception") or {}).get("values") or []:
             if exc.get("value"):
                 exc["value"] = CONTENT_PLACEHOLDER
@@ -135,12 +136,18 @@ class SentryClient:
             return None
 
     def capture_exception(
-        self, exc: BaseException, span: trace.Span, tags: Mapping[str, str]
+        self,
+        exc: BaseException,
+        span: trace.Span,
+        tags: Mapping[str, str],
+        fingerprint: list[str] | None = None,
     ) -> None:
         """Send one error event linked to `span`, with `tags`."""
         with trace.use_span(span, end_on_exit=False), self._sdk.new_scope() as scope:
             for key, value in tags.items():
                 scope.set_tag(key, value)
+            if fingerprint:
+                scope.fingerprint = fingerprint
             scope.capture_exception(exc)
 
     def transport(self) -> Any:
