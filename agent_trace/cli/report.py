@@ -907,7 +907,7 @@ def _histogram(agent: str, histogram: dict[str, Any]) -> str:
     top = max(counts) or 1
     svg = [
         f'<svg role="img" aria-label="turn latency of {esc(agent)}" '
-        f'width="{col_w * (last - first + 1) + 10}" height="{base + 30}">'
+        f'width="{max(col_w * (last - first + 1) + 10, 200)}" height="{base + 30}">'
     ]
     for slot, i in enumerate(range(first, last + 1)):
         bar_h = round(height * counts[i] / top)
@@ -990,17 +990,19 @@ def _timeline_svg(spans: Sequence[SpanRecord]) -> str:
     rows = list(walk_tree(spans))
     t0 = min(s.start_ns for s in spans)
     total = max(max(s.end_ns for s in spans) - t0, 1)
-    label_w, plot_w, row_h, axis_h = 300, 760, 16, 22
+    name_w, duration_w, plot_w, row_h, axis_h = 290, 80, 720, 16, 22
+    label_w = name_w + duration_w
     height = axis_h + row_h * len(rows) + 6
     svg = [
-        f'<svg role="img" aria-label="session timeline" width="{label_w + plot_w + 20}" '
+        f'<svg role="img" aria-label="session timeline" width="{label_w + plot_w + 10}" '
         f'height="{height}">'
     ]
     for tick in range(5):
         x = label_w + plot_w * tick / 4
+        anchor = ("start", "middle", "middle", "middle", "end")[tick]
         svg.append(
             f'<line x1="{x:.1f}" y1="{axis_h - 4}" x2="{x:.1f}" y2="{height}" '
-            f'stroke="#eaeef2"/><text x="{x:.1f}" y="12" text-anchor="middle">'
+            f'stroke="#eaeef2"/><text x="{x:.1f}" y="12" text-anchor="{anchor}">'
             f"{esc(format_duration(total * tick // 4))}</text>"
         )
     for i, row in enumerate(rows):
@@ -1022,7 +1024,8 @@ def _timeline_svg(spans: Sequence[SpanRecord]) -> str:
             tip += f" - ERROR {span.status_message}"
         svg.append(
             f'<text x="{4 + 12 * row.depth}" y="{y + 12}">{esc(mark + _clip(span.name, 40))}'
-            f"</text>"
+            f'</text><text x="{label_w - 8}" y="{y + 12}" text-anchor="end">'
+            f"{esc(format_duration(span.duration_ns))}</text>"
             f'<rect x="{x:.1f}" y="{y + 3}" width="{width:.1f}" height="{row_h - 5}" '
             f'fill="{color}"><title>{esc(tip)}</title></rect>'
         )
