@@ -79,7 +79,12 @@ class SentryClient:
         self.environment = settings.sentry_environment
         self.release = settings.sentry_release
         existing = sentry_sdk.get_client()
-        self.owned = not (existing.is_active() and existing.dsn == self.dsn.url)
+        # Borrow a client the application set up for the same DSN; a closed one has no transport.
+        self.owned = not (
+            existing.is_active()
+            and existing.transport is not None
+            and existing.dsn == self.dsn.url
+        )
         if self.owned:
             sentry_sdk.init(
                 dsn=self.dsn.url,
@@ -89,7 +94,6 @@ class SentryClient:
                 default_integrations=False,
                 auto_enabling_integrations=False,
                 integrations=[],
-                send_default_pii=False,
                 include_local_variables=False,
                 before_send=self._before_send,
                 before_send_transaction=self._before_send,
@@ -162,4 +166,7 @@ class SentryClient:
 
         remove_external_propagation_context()
         if self.owned:
-            self._sdk.get_client().close(timeout=max(0.0, timeout_s))
+            client = self._sdk.get_client()
+            client.close(timeout=max(0.0, timeout_s))
+            # Leave no closed client installed: the next configure() starts a fresh one.
+            self._sdk.get_global_scope().set_client(None)
