@@ -98,8 +98,10 @@ _DSN_FIX = "use the DSN from the Sentry project settings, shaped like http(s)://
 
 
 def _redact_dsn(raw: str) -> str:
-    # The key in a DSN is a credential: error messages show the rest of the value only.
-    return re.sub(r"//[^@/]*@", "//***@", raw)
+    # The key in a DSN is a credential: error messages show the rest of the value only. Any
+    # run before an '@' is hidden, not only one after '//', since a malformed DSN (no scheme,
+    # one slash) still carries the key there.
+    return re.sub(r"[^/@]*@", "***@", raw)
 
 
 @dataclass(frozen=True)
