@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Mapping, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 __all__ = ["OtlpSink"]
+
+# The OTLP exporters log an ERROR per failed batch; our worker already warns once a minute
+# with the drop counts, so their repeats are filtered to one per message a minute.
+_EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+)
+
+
+class _OncePerMinute(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        key = f"{record.name}:{record.msg}"
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < 60.0:
+                return False
+            self._last[key] = now
+        return True
+
+
+_filter = _OncePerMinute()
+for _name in _EXPORTER_LOGGERS:
+    logging.getLogger(_name).addFilter(_filter)
 
 
 class OtlpSink:
