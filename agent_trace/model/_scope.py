@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -33,6 +33,18 @@ _log = logging.getLogger("agent_trace.model")
 current_session_var: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "agent_trace_session", default=None
 )
+# The same session also rides in the OpenTelemetry context beside the span: code that hands
+# work to a thread the OpenTelemetry way (attaching a captured `Context`, as the OTel docs and
+# the threading instrumentation do) copies no contextvars, yet must still find its session.
+_SESSION_KEY = otel_context.create_key("agent_trace.session")
+
+
+def active_session() -> Session | None:
+    """The session of the current span if the OTel context carries one, else of the code."""
+    found = otel_context.get_value(_SESSION_KEY)
+    if found is not None:
+        return cast("Session", found)
+    return current_session_var.get()
 
 
 def _violation_type() -> type[BaseException]:
@@ -144,9 +156,12 @@ class Scope:
     def __enter__(self) -> Any:
         try:
             self._start()
-            if self._span is not trace.INVALID_SPAN:
-                self._token = otel_context.attach(trace.set_span_in_context(self._span))
             session = self._session
+            if self._span is not trace.INVALID_SPAN:
+                ctx = trace.set_span_in_context(self._span)
+                if session is not None:
+                    ctx = otel_context.set_value(_SESSION_KEY, session, ctx)
+                self._token = otel_context.attach(ctx)
             if session is not None and current_session_var.get() is not session:
                 self._session_token = current_session_var.set(session)
             self._start_s = time.perf_counter()

@@ -10,7 +10,7 @@ from typing import Any, TypeVar, cast, overload
 
 from agent_trace import _attributes as A
 from agent_trace._log import internal_error
-from agent_trace.model._scope import Scope, current_session_var
+from agent_trace.model._scope import Scope, active_session
 
 __all__ = [
     "ConstitutionalViolationError",
@@ -173,7 +173,7 @@ class PolicyCheck(Scope):
 
 def policy_check(policy: str, **attrs: Any) -> PolicyCheck:
     """A constitutional check in the current session, parented to the current span."""
-    return PolicyCheck(current_session_var.get(), policy, **attrs)
+    return PolicyCheck(active_session(), policy, **attrs)
 
 
 def _apply_result(check: PolicyCheck, result: Any) -> None:
@@ -241,7 +241,7 @@ def track_constitutional_compliance(
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with PolicyCheck(current_session_var.get(), name) as check:
+                with PolicyCheck(active_session(), name) as check:
                     result = await func(*args, **kwargs)
                     verdict(check, result)
                     return result
@@ -250,7 +250,7 @@ def track_constitutional_compliance(
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with PolicyCheck(current_session_var.get(), name) as check:
+            with PolicyCheck(active_session(), name) as check:
                 result = func(*args, **kwargs)
                 verdict(check, result)
                 return result

@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 
 from agent_trace import _attributes as A
 from agent_trace._log import internal_error
-from agent_trace.model._scope import Scope, current_session_var
+from agent_trace.model._scope import Scope, active_session
 
 __all__ = ["ConsensusRound", "RoundResult", "Voter", "monitor_consensus", "consensus_round"]
 
@@ -237,7 +237,7 @@ def consensus_round(algorithm: str, *, participants: Sequence[str] = (), thresho
                     quorum: int | None = None, round: int | None = None,
                     **attrs: Any) -> ConsensusRound:
     """A consensus round in the current session, parented to the current span."""
-    return ConsensusRound(current_session_var.get(), algorithm, participants=participants,
+    return ConsensusRound(active_session(), algorithm, participants=participants,
                           threshold=threshold, quorum=quorum, round=round, **attrs)
 
 
@@ -331,7 +331,7 @@ def monitor_consensus(algorithm: str, *, threshold: float = 0.5) -> Callable[[F]
             sig = None
 
         def open_round(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ConsensusRound:
-            return ConsensusRound(current_session_var.get(), algorithm,
+            return ConsensusRound(active_session(), algorithm,
                                   participants=_participants(sig, args, kwargs),
                                   threshold=threshold)
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent_trace import _attributes as A
-from agent_trace.model._scope import Scope, current_session_var
+from agent_trace.model._scope import Scope, active_session
 
 __all__ = ["Handoff", "ConflictResolution", "Escalation", "handoff", "resolve_conflict", "escalate"]
 
@@ -71,14 +71,14 @@ class Escalation(_OutcomeScope):
 
 def handoff(source: str, target: str, reason: str | None = None, **attrs: Any) -> Handoff:
     """A handoff in the current session, parented to the current span."""
-    return Handoff(current_session_var.get(), source, target, reason=reason, **attrs)
+    return Handoff(active_session(), source, target, reason=reason, **attrs)
 
 
 def resolve_conflict(parties: Sequence[str], strategy: str, **attrs: Any) -> ConflictResolution:
     """A conflict resolution in the current session, parented to the current span."""
-    return ConflictResolution(current_session_var.get(), parties, strategy, **attrs)
+    return ConflictResolution(active_session(), parties, strategy, **attrs)
 
 
 def escalate(trigger: str, severity: str = "medium", **attrs: Any) -> Escalation:
     """An escalation in the current session, parented to the current span."""
-    return Escalation(current_session_var.get(), trigger, severity=severity, **attrs)
+    return Escalation(active_session(), trigger, severity=severity, **attrs)

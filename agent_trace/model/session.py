@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agent_trace import _attributes as A
 from agent_trace import _runtime
-from agent_trace.model._scope import Scope, current_session_var
+from agent_trace.model._scope import Scope, active_session
 
 __all__ = ["Session", "Turn", "session", "current_session", "turn"]
 
@@ -180,12 +180,12 @@ def session(task_type: str, *, session_id: str | None = None, agents: Sequence[s
 
 def current_session() -> Session | None:
     """The session the calling code runs in, for code deep in a call stack."""
-    return current_session_var.get()
+    return active_session()
 
 
 def turn(agent: str, role: str | None = None, *, remote: bool = False, **attrs: Any) -> Turn:
     """An agent turn in the current session (or a standalone one when there is none)."""
-    return Turn(current_session_var.get(), agent, role=role, remote=remote, **attrs)
+    return Turn(active_session(), agent, role=role, remote=remote, **attrs)
 
 
 def _end_open_sessions() -> None:
