@@ -1,0 +1,346 @@
+"""Consensus rounds, votes and `@monitor_consensus`."""
+
+# Nested `with` blocks here mirror the span tree under test; merging them would hide it.
+# ruff: noqa: SIM117
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from opentelemetry.trace import StatusCode
+
+import agent_trace
+from agent_trace.testing import CapturedSpans, capture_spans
+
+HASH = "cdd01ef066bc6cf2"
+AGENTS = ["ethics", "legal", "ops"]
+
+
+@pytest.fixture
+def spans() -> Iterator[CapturedSpans]:
+    with capture_spans(constitution_hash=HASH) as captured:
+        yield captured
+
+
+def test_round_records_tally_agreement_and_outcome(spans: CapturedSpans) -> None:
+    with agent_trace.session("review", session_id="s") as s:
+        with s.consensus_round("weighted_vote", participants=AGENTS, threshold=0.66, round=1) as r:
+            r.vote("ethics", "approve", weight=2.0, confidence=0.9)
+            r.vote("legal", "reject", weight=1.0, confidence=0.6)
+            r.vote("ops", "abstain")
+            result = r.conclude()
+
+    assert result == agent_trace.RoundResult(
+        outcome="consensus",
+        decision="approve",
+        agreement=pytest.approx(2 / 3, abs=1e-6),
+        votes_for=1,
+        votes_against=1,
+        votes_abstain=1,
+    )
+    assert result.consensus_achieved
+    rnd = spans.one("consensus_round weighted_vote")
+    assert spans.parent(rnd) is spans.one("invoke_workflow review")
+    attrs = rnd.attributes or {}
+    assert attrs["agent_trace.constitution.hash"] == HASH
+    assert attrs["gen_ai.conversation.id"] == "s"
+    assert attrs["sentry.op"] == "agent_trace.consensus.round"
+    assert attrs["agent_trace.consensus.algorithm"] == "weighted_vote"
+    assert attrs["agent_trace.consensus.round"] == 1
+    assert attrs["agent_trace.consensus.threshold"] == 0.66
+    assert attrs["agent_trace.consensus.quorum"] == 2
+    assert list(attrs["agent_trace.consensus.participants"]) == AGENTS  # type: ignore[arg-type]
+    assert attrs["agent_trace.consensus.votes.for"] == 1
+    assert attrs["agent_trace.consensus.votes.against"] == 1
+    assert attrs["agent_trace.consensus.votes.abstain"] == 1
+    assert attrs["agent_trace.consensus.agreement"] == pytest.approx(2 / 3, abs=1e-6)
+    assert attrs["agent_trace.consensus.outcome"] == "consensus"
+    assert rnd.status.status_code is StatusCode.UNSET
+
+
+def test_votes_are_child_spans_of_the_round(spans: CapturedSpans) -> None:
+    with agent_trace.session("review", session_id="s") as s:
+        with s.consensus_round("weighted_vote", participants=AGENTS) as r:
+            r.vote("ethics", "approve", weight=2.0, confidence=0.9)
+            with r.voter("legal") as v:
+                v.cast("reject", weight=1.5, confidence=0.4)
+
+    rnd = spans.one("consensus_round weighted_vote")
+    votes = {v.name: v for v in spans.votes(rnd)}
+    assert set(votes) == {"vote ethics", "vote legal"}
+    ethics, legal = votes["vote ethics"].attributes, votes["vote legal"].attributes
+    assert ethics["gen_ai.agent.name"] == "ethics"
+    assert ethics["agent_trace.vote.value"] == "approve"
+    assert ethics["agent_trace.vote.weight"] == 2.0
+    assert ethics["agent_trace.vote.confidence"] == 0.9
+    assert legal["gen_ai.agent.name"] == "legal"
+    assert legal["agent_trace.vote.value"] == "reject"
+    assert legal["agent_trace.vote.weight"] == 1.5
+    for vote in votes.values():
+        assert vote.attributes["sentry.op"] == "agent_trace.vote"
+        assert vote.attributes["gen_ai.conversation.id"] == "s"
+        assert vote.attributes["agent_trace.constitution.hash"] == HASH
+    assert r.votes == {"ethics": ("approve", 2.0), "legal": ("reject", 1.5)}
+
+
+async def test_async_round_with_a_timed_voter(spans: CapturedSpans) -> None:
+    async with agent_trace.session("review") as s:
+        async with s.consensus_round("majority", participants=["a", "b"]) as r:
+            async with r.voter("a") as v:
+                v.cast("approve")
+            r.vote("b", "approve")
+
+    rnd = spans.one("consensus_round majority")
+    assert rnd.attributes["agent_trace.consensus.outcome"] == "consensus"
+    assert {v.name for v in spans.votes(rnd)} == {"vote a", "vote b"}
+
+
+def test_round_concludes_itself_on_exit(spans: CapturedSpans) -> None:
+    with (
+        agent_trace.session("review") as s,
+        s.consensus_round("majority", participants=AGENTS) as r,
+    ):
+        r.vote("ethics", "reject")
+        r.vote("legal", "reject")
+
+    assert r.result is not None and r.result.decision == "reject"
+    attrs = spans.one("consensus_round majority").attributes
+    assert attrs["agent_trace.consensus.outcome"] == "consensus"
+    assert attrs["agent_trace.consensus.votes.against"] == 2
+
+
+def test_split_vote_below_threshold_is_no_consensus(spans: CapturedSpans) -> None:
+    with (
+        agent_trace.session("review") as s,
+        s.consensus_round("weighted_vote", participants=["a", "b"], threshold=0.66) as r,
+    ):
+        r.vote("a", "approve")
+        r.vote("b", "reject")
+
+    assert r.result is not None
+    assert r.result.outcome == "no_consensus"
+    assert r.result.agreement == 0.5
+    rnd = spans.one("consensus_round weighted_vote")
+    # Failing to agree is an outcome, not an error of the round.
+    assert rnd.status.status_code is StatusCode.UNSET
+
+
+def test_too_few_votes_is_no_quorum(spans: CapturedSpans) -> None:
+    with (
+        agent_trace.session("review") as s,
+        s.consensus_round("majority", participants=AGENTS) as r,
+    ):
+        r.vote("ethics", "approve")
+
+    assert r.result is not None and r.result.outcome == "no_quorum"
+
+
+def test_a_vote_changed_within_a_round_counts_once(spans: CapturedSpans) -> None:
+    with agent_trace.session("review") as s, s.consensus_round("majority", participants=["a"]) as r:
+        r.vote("a", "reject")
+        r.vote("a", "approve")
+
+    attrs = spans.one("consensus_round majority").attributes
+    assert attrs["agent_trace.consensus.votes.for"] == 1
+    assert attrs["agent_trace.consensus.votes.against"] == 0
+    assert len(spans.find("vote a")) == 2  # both casts are in the trace
+
+
+def test_a_vote_changing_between_rounds_is_tallied_per_round(spans: CapturedSpans) -> None:
+    with agent_trace.session("review") as s:
+        with s.consensus_round("weighted_vote", participants=AGENTS, threshold=0.66, round=1) as r1:
+            r1.vote("ethics", "approve")
+            r1.vote("legal", "reject")
+            r1.vote("ops", "reject")
+        with s.consensus_round("weighted_vote", participants=AGENTS, threshold=0.66, round=2) as r2:
+            r2.vote("ethics", "approve")
+            r2.vote("legal", "approve")  # persuaded between the rounds
+            r2.vote("ops", "approve")
+
+    rounds = sorted(
+        spans.find("consensus_round weighted_vote"),
+        key=lambda span: span.attributes["agent_trace.consensus.round"],
+    )
+    first, second = (r.attributes for r in rounds)
+    assert (
+        first["agent_trace.consensus.votes.for"],
+        first["agent_trace.consensus.votes.against"],
+    ) == (1, 2)
+    assert first["agent_trace.consensus.outcome"] == "consensus"
+    assert first["agent_trace.consensus.decision"] == "reject"
+    assert (
+        second["agent_trace.consensus.votes.for"],
+        second["agent_trace.consensus.votes.against"],
+    ) == (3, 0)
+    assert second["agent_trace.consensus.decision"] == "approve"
+    legal_votes = [
+        (
+            spans.parent(v).attributes["agent_trace.consensus.round"],
+            v.attributes["agent_trace.vote.value"],
+        )
+        for v in spans.find("vote legal")
+    ]
+    assert sorted(legal_votes) == [(1, "reject"), (2, "approve")]
+
+
+def test_round_metrics_count_rounds_by_outcome(spans: CapturedSpans) -> None:
+    with agent_trace.session("review") as s:
+        with s.consensus_round("majority", participants=["a"]) as r:
+            r.vote("a", "approve")
+        with s.consensus_round("majority", participants=["a"]):
+            pass
+
+    metrics = spans.metrics()
+    assert sorted(metrics["agent_trace.consensus.rounds"], key=repr) == sorted(
+        [
+            ({"algorithm": "majority", "outcome": "consensus"}, 1),
+            ({"algorithm": "majority", "outcome": "no_quorum"}, 1),
+        ],
+        key=repr,
+    )
+
+
+# -- @monitor_consensus ---------------------------------------------------------------------
+
+
+@dataclass
+class ConsensusResult:
+    consensus_achieved: bool
+    confidence: float
+    votes: dict[str, Any] = field(default_factory=dict)
+
+
+RESULT_OBJECT = ConsensusResult(
+    consensus_achieved=True,
+    confidence=0.8,
+    votes={"ethics": "approve", "legal": {"value": "approve", "weight": 2.0, "confidence": 0.7}},
+)
+RESULT_DICT = {
+    "consensus_achieved": False,
+    "confidence": 0.4,
+    "votes": [{"agent": "ethics", "value": "approve"}, {"agent": "ops", "value": "reject"}],
+}
+
+
+@agent_trace.monitor_consensus("weighted_vote")
+def build_consensus_sync(participants: list[str], proposal: str, result: Any) -> Any:
+    return result
+
+
+@agent_trace.monitor_consensus("weighted_vote")
+async def build_consensus_async(participants: list[str], proposal: str, result: Any) -> Any:
+    return result
+
+
+async def call(is_async: bool, *args: Any) -> Any:
+    if is_async:
+        return await build_consensus_async(*args)
+    return build_consensus_sync(*args)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_monitor_consensus_reads_a_result_object(
+    spans: CapturedSpans, is_async: bool
+) -> None:
+    with agent_trace.session("review", session_id="s"):
+        returned = await call(is_async, AGENTS, "proposal", RESULT_OBJECT)
+
+    assert returned is RESULT_OBJECT
+    rnd = spans.one("consensus_round weighted_vote")
+    assert spans.parent(rnd) is spans.one("invoke_workflow review")
+    attrs = rnd.attributes
+    assert list(attrs["agent_trace.consensus.participants"]) == AGENTS
+    assert attrs["agent_trace.consensus.outcome"] == "consensus"
+    assert attrs["agent_trace.consensus.confidence"] == 0.8
+    assert attrs["agent_trace.consensus.votes.for"] == 2
+    assert attrs["gen_ai.conversation.id"] == "s"
+    votes = {v.name: v.attributes for v in spans.votes(rnd)}
+    assert set(votes) == {"vote ethics", "vote legal"}
+    assert votes["vote legal"]["agent_trace.vote.weight"] == 2.0
+    assert votes["vote legal"]["agent_trace.vote.confidence"] == 0.7
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_monitor_consensus_reads_a_dict(spans: CapturedSpans, is_async: bool) -> None:
+    with agent_trace.session("review"):
+        returned = await call(is_async, AGENTS, "proposal", RESULT_DICT)
+
+    assert returned is RESULT_DICT
+    attrs = spans.one("consensus_round weighted_vote").attributes
+    assert attrs["agent_trace.consensus.outcome"] == "no_consensus"
+    assert attrs["agent_trace.consensus.confidence"] == 0.4
+    assert attrs["agent_trace.consensus.votes.for"] == 1
+    assert attrs["agent_trace.consensus.votes.against"] == 1
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("odd_result", [None, 42, "text", ["a", "b"], {"votes": "not-a-map"}])
+async def test_monitor_consensus_returns_any_value_unchanged(
+    spans: CapturedSpans, is_async: bool, odd_result: Any
+) -> None:
+    with agent_trace.session("review"):
+        returned = await call(is_async, AGENTS, "proposal", odd_result)
+
+    assert returned is odd_result
+    assert len(spans.find("consensus_round weighted_vote")) == 1
+
+
+class DeadlockError(Exception):
+    pass
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_monitor_consensus_lets_the_exception_through(
+    spans: CapturedSpans, is_async: bool
+) -> None:
+    error = DeadlockError("no agreement possible")
+
+    @agent_trace.monitor_consensus("weighted_vote")
+    def failing_sync(participants: list[str]) -> None:
+        raise error
+
+    @agent_trace.monitor_consensus("weighted_vote")
+    async def failing_async(participants: list[str]) -> None:
+        raise error
+
+    with pytest.raises(DeadlockError) as info, agent_trace.session("review"):
+        if is_async:
+            await failing_async(AGENTS)
+        else:
+            failing_sync(AGENTS)
+
+    assert info.value is error
+    rnd = spans.one("consensus_round weighted_vote")
+    assert rnd.status.status_code is StatusCode.ERROR
+    assert rnd.attributes["agent_trace.consensus.outcome"] == "error"
+    assert rnd.attributes["error.type"].endswith("DeadlockError")
+
+
+def test_monitor_consensus_keeps_the_function_signature_and_name() -> None:
+    assert build_consensus_sync.__name__ == "build_consensus_sync"
+    assert build_consensus_async.__name__ == "build_consensus_async"
+    import inspect
+
+    assert inspect.iscoroutinefunction(build_consensus_async)
+    assert not inspect.iscoroutinefunction(build_consensus_sync)
+
+
+def test_monitor_consensus_reads_agents_given_as_objects(spans: CapturedSpans) -> None:
+    @dataclass
+    class Agent:
+        name: str
+
+    @agent_trace.monitor_consensus("majority")
+    def decide(agents: list[Agent]) -> dict[str, Any]:
+        return {"consensus_achieved": True}
+
+    with agent_trace.session("review"):
+        decide(agents=[Agent("ethics"), Agent("ops")])
+
+    participants = spans.one("consensus_round majority").attributes[
+        "agent_trace.consensus.participants"
+    ]
+    assert list(participants) == ["ethics", "ops"]
