@@ -16,6 +16,7 @@ Unchanged spans are passed through as the same object, so the common case costs 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 
@@ -25,21 +26,53 @@ from opentelemetry.util.types import AttributeValue
 
 from agent_trace._attributes import CONTENT_KEYS
 
-__all__ = ["Scrubber", "REDACTED", "CONTENT_PLACEHOLDER", "SCRUBBED_ATTRIBUTE", "scrub_text"]
+__all__ = ["CONTENT_PLACEHOLDER", "REDACTED", "SCRUBBED_ATTRIBUTE", "Scrubber", "scrub_text"]
 
 REDACTED = "[REDACTED]"
 CONTENT_PLACEHOLDER = "[content not captured]"
 SCRUBBED_ATTRIBUTE = "agent_trace.scrubbed"
 
-_SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api[-_.]?key|apikey|auth(orization)?$|"
-    r"^authorization|cookie|credential|private[-_.]?key|session[-_.]?key|access[-_.]?key|"
-    r"\bdsn\b|signature",
-    re.IGNORECASE,
+# Keys are judged word by word (split at punctuation and camelCase), so that `max_tokens`,
+# `passed` or `session.keywords` keep their values while `sentry_dsn`, `authToken` and
+# `x-api-key` lose theirs. A substring match got both wrong: it turned GenAI token counts
+# into strings and let `*_dsn` through.
+_KEY_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_SECRET_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "passphrase",
+        "secret",
+        "secrets",
+        "token",
+        "authorization",
+        "cookie",
+        "cookies",
+        "credential",
+        "credentials",
+        "dsn",
+        "signature",
+        "apikey",
+        "accesskey",
+        "privatekey",
+        "jwt",
+        "bearer",
+    }
 )
-# Keys of our own that contain a trigger word but hold no secret.
-_SAFE_KEYS = frozenset({"agent_trace.constitution.hash", "gen_ai.usage.input_tokens",
-                        "gen_ai.usage.output_tokens", "agent_trace.scrubbed"})
+_SECRET_PAIRS = frozenset(
+    {
+        ("api", "key"),
+        ("access", "key"),
+        ("private", "key"),
+        ("session", "key"),
+        ("secret", "key"),
+        ("client", "secret"),
+    }
+)
+# Keys of our own that hold no secret whatever their words say.
+_SAFE_KEYS = frozenset({"agent_trace.constitution.hash", "agent_trace.scrubbed"})
 
 _PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("url_credentials", re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+@"), "[REDACTED:credentials]@"),
@@ -88,7 +121,16 @@ def scrub_text(text: str) -> str:
 
 
 def is_secret_key(key: str) -> bool:
-    return key not in _SAFE_KEYS and _SECRET_KEY.search(key) is not None
+    """Whether an attribute key names a secret (its value is then replaced whole)."""
+    if key in _SAFE_KEYS:
+        return False
+    words = [w.lower() for w in _KEY_WORDS.findall(key)]
+    if any(w in _SECRET_WORDS for w in words):
+        return True
+    if any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words)):
+        return True
+    # `auth` alone is too common a prefix (`auth.method`); as the last word it names a value.
+    return bool(words) and words[-1] == "auth"
 
 
 class Scrubber:
