@@ -212,7 +212,9 @@ class _Options:
         return None if settings is None else settings.constitution_hash
 
     def is_excluded(self, scope: Scope) -> bool:
-        return self.excluded.url_disabled(get_host_port_url_tuple(scope)[2])
+        # The same URL the instrumentation matches its exclusions against.
+        url: str = get_host_port_url_tuple(scope)[2]  # type: ignore[no-untyped-call]
+        return self.excluded.url_disabled(url)
 
 
 def _excluded(excluded_urls: str | Sequence[str] | None) -> str:
@@ -400,14 +402,14 @@ def _report_unhandled(exc: BaseException, span: trace.Span) -> None:
     model scope has already recorded has been reported by it; a background task's exception by
     the task's span.
     """
+    if span.is_recording():
+        span.set_attribute(A.ERROR_TYPE, _error_type(exc))
     if getattr(exc, _REPORTED, False):
         return
     if isinstance(exc, ConstitutionalViolationError) and getattr(
         exc, "_agent_trace_recorded", False
     ):
         return
-    if span.is_recording():
-        span.set_attribute(A.ERROR_TYPE, _error_type(exc))
     _capture(exc, span)
 
 
@@ -416,10 +418,13 @@ def _capture(exc: BaseException, span: trace.Span) -> None:
     if pipeline is None or pipeline.sentry is None:
         return
     tags = {"constitutional_hash": pipeline.constitution_hash or A.UNSET_HASH}
+    fingerprint = None
     if isinstance(exc, ConstitutionalViolationError):
+        # Grouped like the violations the model reports, one issue per violation type.
         tags.update(violation_type=exc.violation_type, severity=exc.severity)
+        fingerprint = ["agent_trace.constitutional_violation", exc.violation_type]
     try:
-        pipeline.sentry.capture_exception(exc, span, tags)
+        pipeline.sentry.capture_exception(exc, span, tags, fingerprint=fingerprint)
     except Exception:
         internal_error(_log, "reporting a request error to Sentry")
     with contextlib.suppress(Exception):
