@@ -173,8 +173,10 @@ def capture_spans(service_name: str = "agent-trace-test", **configure_kwargs: An
     reader = InMemoryMetricReader()
     configure_kwargs.setdefault("local_file", False)
     configure_kwargs.setdefault("_env", {})
-    _api.configure(service_name, _extra_sinks=[sink], _metric_readers=[reader],
-                   **configure_kwargs)
+    # Sinks and readers a test adds come beside the kit's own, not instead of them.
+    sinks = [sink, *configure_kwargs.pop("_extra_sinks", ())]
+    readers = [reader, *configure_kwargs.pop("_metric_readers", ())]
+    _api.configure(service_name, _extra_sinks=sinks, _metric_readers=readers, **configure_kwargs)
     try:
         yield CapturedSpans(sink, reader)
     finally:
