@@ -339,13 +339,13 @@ class _Board:
     ) -> Tally:
         ballots = await self._turns(
             session,
+            result,
             1,
             {
                 agent: functools.partial(self.reviewers[agent].review, proposal, rngs[agent])
                 for agent in participants
             },
         )
-        result.handoffs = sum(b.defer_to is not None for b in ballots.values())
         for ballot in ballots.values():
             result.checks += ballot.checks
             result.checks_passed += ballot.checks - len(ballot.findings)
@@ -366,6 +366,7 @@ class _Board:
         ) as rnd:
             ballots = await self._turns(
                 session,
+                result,
                 number,
                 {
                     agent: functools.partial(
@@ -397,12 +398,13 @@ class _Board:
     async def _turns(
         self,
         session: agent_trace.Session,
+        result: ReviewResult,
         number: int,
         work: Mapping[str, Callable[[], Awaitable[Ballot]]],
     ) -> dict[str, Ballot]:
         """Every reviewer's turn, concurrently; the first failure is raised once all are done."""
         done = await asyncio.gather(
-            *(self._turn(session, number, agent, start) for agent, start in work.items()),
+            *(self._turn(session, result, number, a, start) for a, start in work.items()),
             return_exceptions=True,
         )
         for outcome in done:
@@ -413,6 +415,7 @@ class _Board:
     async def _turn(
         self,
         session: agent_trace.Session,
+        result: ReviewResult,
         number: int,
         agent: str,
         start: Callable[[], Awaitable[Ballot]],
@@ -436,7 +439,7 @@ class _Board:
             # is; its weight goes with it (see voting.effective_weights).
             if number == 1 and ballot.defer_to is not None:
                 with session.handoff(agent, ballot.defer_to, reason="outside its competence"):
-                    pass
+                    result.handoffs += 1
         return ballot
 
     def _judge_compute(self, ballots: Mapping[str, Ballot], result: ReviewResult) -> None:
