@@ -420,9 +420,8 @@ class _Board:
         agent: str,
         start: Callable[[], Awaitable[Ballot]],
     ) -> Ballot:
-        async with session.turn(
-            agent, role="reviewer", **{"agent_trace.review.round": number}
-        ) as turn:
+        async with session.turn(agent, role="reviewer") as turn:
+            turn.set_attribute("agent_trace.review.round", number)
             try:
                 ballot = await asyncio.wait_for(start(), TURN_TIMEOUT_S)
             except asyncio.TimeoutError:

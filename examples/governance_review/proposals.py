@@ -263,4 +263,8 @@ def _parse(entry: Any, where: _Where) -> Proposal:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string"}.get(type(value), repr(value))
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return "a string" if isinstance(value, str) else repr(value)

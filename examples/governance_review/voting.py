@@ -92,7 +92,9 @@ def effective_weights(ballots: Mapping[str, Ballot]) -> dict[str, float]:
     weights = {agent: ballot.weight for agent, ballot in ballots.items()}
     for agent, ballot in ballots.items():
         target = ballot.defer_to
-        if ballot.vote == "abstain" and target in ballots and ballots[target].vote != "abstain":
+        if ballot.vote != "abstain" or target is None or target not in ballots:
+            continue
+        if ballots[target].vote != "abstain":
             weights[target] += ballot.weight
             weights[agent] = 0.0
     return weights
