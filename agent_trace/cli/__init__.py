@@ -38,8 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    module = importlib.import_module(f"agent_trace.cli.{args.command}")
     try:
-        code: int = args.run(args)
+        code: int = module.run(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -29,7 +29,6 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--local-path", type=Path, help="trace file when no remote sink is set")
     parser.add_argument("--sample-rate", type=float, help="share of sessions traced (0..1)")
     add_sink_options(parser)
-    parser.set_defaults(run=run)
 
 
 def load_example() -> ModuleType:

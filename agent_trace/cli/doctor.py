@@ -28,7 +28,6 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per check")
     parser.add_argument("--local-path", help="trace file to test when no remote sink is set")
     add_sink_options(parser)
-    parser.set_defaults(run=run)
 
 
 def _line(ok: bool, name: str, detail: str) -> None:

@@ -38,7 +38,6 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_sink_options(parser)
-    parser.set_defaults(run=run)
 
 
 def to_readable(record: SpanRecord, resources: dict[int, Resource]) -> ReadableSpan:
