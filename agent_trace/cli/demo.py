@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = agent_trace.configure(
-            args.service_name or "governance-review",
+            args.service_name or os.environ.get("OTEL_SERVICE_NAME") or "governance-review",
             constitution_hash=constitution.hash,
             local_path=args.local_path,
             sample_rate=args.sample_rate,
@@ -97,7 +98,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _expected_hash() -> str | None:
-    import os
-
     value = os.environ.get("CONSTITUTIONAL_HASH", "").strip()
     return value or None
