@@ -129,9 +129,16 @@ async def _main(count: int) -> dict[str, Any]:
     return report
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} sessions: run at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.distributed", description=__doc__)
-    parser.add_argument("--sessions", type=int, default=len(PROPOSALS))
+    parser.add_argument("--sessions", type=_at_least_one, default=len(PROPOSALS))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 
@@ -11,6 +14,7 @@ from agent_trace.integrations.httpx import instrument_client, propagation_header
 from agent_trace.testing import CapturedSpans
 from tests.integrations.conftest import HASH
 
+ROOT = Path(__file__).resolve().parents[2]
 STALE_TRACEPARENT = "00-11111111111111111111111111111111-2222222222222222-01"
 
 
@@ -153,3 +157,17 @@ def test_propagation_headers_can_leave_the_hash_out(captured: CapturedSpans) -> 
     assert headers["traceparent"] == f"00-{s.trace_id}-{s.span_id}-01"
     assert "Constitutional-Hash" not in headers
     assert with_hash["Constitutional-Hash"] == HASH
+
+
+def test_importing_without_httpx_names_the_pip_command() -> None:
+    code = (
+        "import sys; sys.modules['httpx'] = None\n"
+        "try:\n"
+        "    import agent_trace.integrations.httpx\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert "as httpx is not installed: pip install 'agent-trace[fastapi]'" in out.stdout
