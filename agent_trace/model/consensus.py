@@ -269,6 +269,21 @@ def _participants(sig: inspect.Signature | None, args: tuple[Any, ...],
     return ()
 
 
+def _round_number(sig: inspect.Signature | None, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> int | None:
+    if sig is None:
+        return None
+    try:
+        bound = sig.bind_partial(*args, **kwargs)
+    except TypeError:
+        return None
+    for name in ("round", "round_number"):
+        value = bound.arguments.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
 def _agent_name(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -279,14 +294,19 @@ def _agent_name(value: Any) -> str:
     return str(value)
 
 
+def _weight(vote: Any) -> float:
+    # A weight of 0.0 is a real weight (an agent that deferred); only a missing one means 1.0.
+    weight = _field(vote, "weight")
+    return 1.0 if weight is None else float(weight)
+
+
 def _record_result(rnd: ConsensusRound, result: Any) -> None:
     """Read `votes`, `consensus_achieved`, `confidence` from the returned value (documented)."""
     votes = _field(result, "votes")
     if isinstance(votes, Mapping):
         for agent, value in votes.items():
             if isinstance(value, Mapping) or hasattr(value, "value"):
-                rnd.vote(str(agent), _field(value, "value"),
-                         weight=float(_field(value, "weight") or 1.0),
+                rnd.vote(str(agent), _field(value, "value"), weight=_weight(value),
                          confidence=_field(value, "confidence"))
             else:
                 rnd.vote(str(agent), value)
@@ -294,8 +314,7 @@ def _record_result(rnd: ConsensusRound, result: Any) -> None:
         for item in votes:
             agent = _field(item, "agent") or _field(item, "name")
             if agent is not None:
-                rnd.vote(str(agent), _field(item, "value"),
-                         weight=float(_field(item, "weight") or 1.0),
+                rnd.vote(str(agent), _field(item, "value"), weight=_weight(item),
                          confidence=_field(item, "confidence"))
     achieved = _field(result, "consensus_achieved")
     confidence = _field(result, "confidence")
@@ -312,7 +331,8 @@ def monitor_consensus(algorithm: str, *, threshold: float = 0.5) -> Callable[[F]
     """Trace a consensus function as a `consensus_round {algorithm}` span.
 
     Participants come from an argument named `participants` (or `agents`): a list of names,
-    of objects with `name`/`agent`/`id`, or a mapping keyed by agent. The returned value (an
+    of objects with `name`/`agent`/`id`, or a mapping keyed by agent; the round number from an
+    integer argument named `round` (or `round_number`), when there is one. The returned value (an
     object or a dict) may carry `consensus_achieved` (bool), `confidence` (float) and `votes`
     (a mapping agent -> value or -> {value, weight, confidence}, or a list of
     {agent, value, weight, confidence}); each vote becomes a `vote {agent}` child span. The

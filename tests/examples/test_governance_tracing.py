@@ -292,11 +292,6 @@ def test_breaches_counted_in_metrics_match_the_summary(traced: Traced) -> None:
     assert all(s.status.status_code is StatusCode.UNSET for s in breached)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="@monitor_consensus reads a vote weight of 0.0 as missing and records 1.0 "
-    "(agent_trace/model/consensus.py, _record_result: `weight or 1.0`)",
-)
 def test_votes_of_round_one_carry_the_weights_after_deferral(traced: Traced) -> None:
     deferred = [r for r in traced.summary.results if r.handoffs and r.rounds >= 1]
     assert deferred
