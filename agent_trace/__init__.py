@@ -29,9 +29,13 @@ from agent_trace.model.coordination import (
     ConflictResolution,
     Escalation,
     Handoff,
+    MessageProcess,
+    MessageSend,
     escalate,
     handoff,
+    process_message,
     resolve_conflict,
+    send_message,
 )
 from agent_trace.model.session import Session, Turn, current_session, session, turn
 from agent_trace.model.targets import monitor_performance_target
@@ -44,6 +48,8 @@ __all__ = [
     "ConstitutionalViolationError",
     "Escalation",
     "Handoff",
+    "MessageProcess",
+    "MessageSend",
     "PolicyCheck",
     "RoundResult",
     "Session",
@@ -61,7 +67,9 @@ __all__ = [
     "monitor_consensus",
     "monitor_performance_target",
     "policy_check",
+    "process_message",
     "resolve_conflict",
+    "send_message",
     "session",
     "settings",
     "shutdown",

@@ -11,7 +11,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -61,6 +61,7 @@ class Scope:
     """
 
     _op = "agent_trace.span"
+    _links: Sequence[trace.Link] = ()
 
     def __init__(self, session: Session | None, name: str, attrs: dict[str, Any]) -> None:
         self._session = session
@@ -149,6 +150,7 @@ class Scope:
             context=parent_ctx,
             kind=self._kind,
             attributes=attrs,
+            links=self._links,
             record_exception=False,
             set_status_on_exception=False,
         )

@@ -129,6 +129,23 @@ class Session(Scope):
 
         return ConflictResolution(self, parties, strategy, **attrs)
 
+    def send_message(self, sender: str, recipient: str, *, message_type: str,
+                     message_id: str | None = None, content: Any = None, **attrs: Any) -> Any:
+        """A message between agents: PRODUCER span `send {recipient}`; `content` is kept only
+        with content capture on. Pass its `headers()` along with the message."""
+        from agent_trace.model.coordination import MessageSend
+
+        return MessageSend(self, sender, recipient, message_type=message_type,
+                           message_id=message_id, content=content, **attrs)
+
+    def process_message(self, recipient: str, message: Any = None, *,
+                        message_type: str | None = None, **attrs: Any) -> Any:
+        """Processing a message: CONSUMER span `process {recipient}` linked to its send
+        (`message` is the MessageSend, its SpanContext, or the headers that travelled)."""
+        from agent_trace.model.coordination import MessageProcess
+
+        return MessageProcess(self, recipient, message, message_type=message_type, **attrs)
+
     def escalate(self, trigger: str, severity: str = "medium", **attrs: Any) -> Any:
         """Escalation to a human: span `escalate {trigger}`."""
         from agent_trace.model.coordination import Escalation
