@@ -289,7 +289,11 @@ class _RequestGuard:
 
         span = trace.get_current_span()
         if self._options.mode != "off" and not self._options.is_excluded(scope):
-            refusal = self._check(scope, span)
+            try:
+                refusal = self._check(scope, span)
+            except Exception:
+                internal_error(_log, "checking the constitutional hash header")
+                refusal = None
             if refusal is not None:
                 await _send_json(send, *refusal)
                 return
@@ -332,6 +336,13 @@ class _RequestGuard:
         if span.is_recording():
             span.set_attribute(HEADER_RESULT, result)
         if result == "match":
+            # A passed check gets no span of its own (one per request would be noise), but it
+            # is counted, so the compliance rate of the header is right.
+            pipeline = _runtime.current()
+            if pipeline is not None and span.is_recording():
+                pipeline.metrics.compliance_checks.add(
+                    1, {"policy": _POLICY, "result": "compliant"}
+                )
             return None
 
         enforce = self._options.mode == "enforce"

@@ -136,7 +136,9 @@ async def test_a_streamed_response_stays_in_the_trace_and_its_span_ends_after_th
     ):
         assert response.headers["content-type"].startswith("text/event-stream")
         async for line in response.aiter_lines():
-            if line.startswith("data: ") and line[6:7].isdigit():
+            # The partial-output events are "data: INDEX SPAN_ID TIME_NS"; the first event
+            # (named "ids") has two fields.
+            if line.startswith("data: ") and len(line.split()) == 4:
                 chunks.append(line[6:])
     assert agent_trace.force_flush(timeout_s=10)
 

@@ -378,6 +378,23 @@ async def test_enforce_lets_the_right_hash_through_without_a_check_span(
     assert span.attributes["agent_trace.constitution.header"] == "match"
 
 
+async def test_every_header_check_is_counted_passes_and_violations_alike(
+    captured: CapturedSpans,
+) -> None:
+    app = instrument(build_app(), constitutional_hash_mode="observe")
+    async with client_for(app) as client:
+        await client.get("/ok", headers={"Constitutional-Hash": HASH})
+        await client.get("/ok", headers={"Constitutional-Hash": HASH})
+        await client.get("/ok")
+
+    counts = {
+        attrs["result"]: value
+        for attrs, value in captured.metrics()["agent_trace.compliance.checks"]
+        if attrs["policy"] == "constitutional_hash"
+    }
+    assert counts == {"compliant": 2, "violation": 1}
+
+
 async def test_enforce_answers_a_missing_hash_with_428_and_records_the_violation(
     captured: CapturedSpans,
 ) -> None:
