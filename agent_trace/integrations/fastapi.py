@@ -76,7 +76,7 @@ ServerRequestHook = Callable[[trace.Span, dict[str, Any]], None]
 _HEADER_KEY = CONSTITUTIONAL_HASH_HEADER.lower().encode("latin-1")
 _ECHO_LIMIT = 64
 _POLICY = "constitutional_hash"
-HEADER_RESULT = "agent_trace.constitution.header"
+_HEADER_RESULT = "agent_trace.constitution.header"
 _INSTRUMENTED = "_agent_trace_instrumented"
 _REPORTED = "_agent_trace_reported"
 
@@ -334,7 +334,7 @@ class _RequestGuard:
         else:
             result = "mismatch"
         if span.is_recording():
-            span.set_attribute(HEADER_RESULT, result)
+            span.set_attribute(_HEADER_RESULT, result)
         if result == "match":
             # A passed check gets no span of its own (one per request would be noise), but it
             # is counted, so the compliance rate of the header is right.
