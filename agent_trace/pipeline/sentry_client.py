@@ -102,6 +102,9 @@ class SentryClient:
                 shutdown_timeout=settings.exit_timeout_s,
             )
         register_external_propagation_context(_current_otel_ids)
+        # Transactions the transport gave up on (network error, queue overflow, rate limit):
+        # the envelope sink compares it across flushes to say whether everything arrived.
+        self.lost_transactions = 0
         self._install_loss_counter(drops)
 
     def _install_loss_counter(self, drops: DropCounter) -> None:
@@ -120,6 +123,7 @@ class SentryClient:
                     event = item.get_transaction_event() or {}
                     spans += len(event.get("spans") or ())
                 drops.add("sentry", f"transport_{reason}", spans)
+                self.lost_transactions += 1
             original(reason, data_category, item, quantity=quantity)
 
         transport.record_lost_event = record_lost_event

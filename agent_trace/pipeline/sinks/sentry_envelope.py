@@ -130,6 +130,7 @@ class SentryEnvelopeSink:
         self._parked_count = 0
         self._lock = threading.Lock()
         self.transactions_sent = 0
+        self._lost_at_last_flush = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
         ready: list[tuple[ReadableSpan, list[dict[str, Any]]]] = []
@@ -201,7 +202,13 @@ class SentryEnvelopeSink:
         with self._lock:
             ready = [self._unpark_oldest() for _ in range(len(self._parked))]
         self._send(ready)
-        return self._client.flush(timeout_s)
+        flushed = self._client.flush(timeout_s)
+        # `capture_envelope` only queues: a transaction the transport lost since the last flush
+        # (Sentry refusing connections, say) means this flush did not deliver everything.
+        lost = getattr(self._client, "lost_transactions", 0)
+        delivered = lost == self._lost_at_last_flush
+        self._lost_at_last_flush = lost
+        return bool(flushed) and delivered
 
     def shutdown(self) -> None:
         return None
