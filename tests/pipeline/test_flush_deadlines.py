@@ -156,6 +156,62 @@ def test_overflow_and_leftovers_are_counted_by_reason(traced_to_bad_sink: Captur
     assert reasons <= {"queue_full", "shutdown_timeout", "export_failed"}
 
 
+@pytest.fixture(params=["refused", "hanging"])
+def sentry_down(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A DSN whose Sentry refuses connections or accepts them and never answers."""
+    if request.param == "refused":
+        yield f"http://public@127.0.0.1:{closed_port()}/0"
+        return
+    recorder: OtlpHttpRecorder = request.getfixturevalue("otlp_http_recorder")
+    recorder.hang()
+    yield f"http://public@127.0.0.1:{recorder.port}/0"
+
+
+def test_sentry_down_keeps_flush_and_shutdown_deadlines(sentry_down: str) -> None:
+    with capture_spans(sentry_dsn=sentry_down) as captured:
+        durations = run_sessions(200)
+
+        started = time.monotonic()
+        flushed = agent_trace.force_flush(timeout_s=DEADLINE_S)
+        flush_s = time.monotonic() - started
+        started = time.monotonic()
+        closed = agent_trace.shutdown(timeout_s=DEADLINE_S)
+        shutdown_s = time.monotonic() - started
+
+    assert flushed is False
+    assert flush_s < DEADLINE_S + SLACK_S
+    assert shutdown_s < DEADLINE_S + SLACK_S
+    # shutdown may report True: the spans it had were already given up on by the flush.
+    assert isinstance(closed, bool)
+    assert max(durations) < 0.25
+    assert len(captured.spans) == 400
+
+
+def settled_drops(quiet_s: float = 0.3, timeout_s: float = 5.0) -> dict[tuple[str, str], int]:
+    """The drop counts once they stop moving: clients of earlier tests may still be failing."""
+    deadline = time.monotonic() + timeout_s
+    last = agent_trace.dropped_spans()
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = agent_trace.dropped_spans()
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def test_sentry_refusing_connections_counts_the_lost_transactions() -> None:
+    before = settled_drops()
+
+    with capture_spans(sentry_dsn=f"http://public@127.0.0.1:{closed_port()}/0"):
+        run_sessions(20)
+        assert agent_trace.force_flush(timeout_s=5.0) is False
+
+    drops = drops_after_grace(before, ("sentry", "transport_network_error"))
+    # One transaction per session, each carrying its turn: every span is accounted for.
+    assert drops[("sentry", "transport_network_error")] == 40
+
+
 class HangingSink:
     """A sink whose export never returns until released: a backend that stopped answering."""
 
