@@ -177,12 +177,12 @@ def _links_to(message: Any) -> list[trace.Link]:
 
 def send_message(sender: str, recipient: str, *, message_type: str, **attrs: Any) -> MessageSend:
     """A message send in the current session, parented to the current span."""
-    return MessageSend(current_session_var.get(), sender, recipient, message_type=message_type,
+    return MessageSend(active_session(), sender, recipient, message_type=message_type,
                        **attrs)
 
 
 def process_message(recipient: str, message: Any = None, *, message_type: str | None = None,
                     **attrs: Any) -> MessageProcess:
     """Processing a received message in the current session, linked to its send."""
-    return MessageProcess(current_session_var.get(), recipient, message,
+    return MessageProcess(active_session(), recipient, message,
                           message_type=message_type, **attrs)
