@@ -111,3 +111,49 @@ def test_target_outside_any_span_still_returns_the_judgement(spans: CapturedSpan
     assert agent_trace.monitor_performance_target("t", 5.0, 1.0) is True
     assert agent_trace.monitor_performance_target("t", 5.0, 10.0) is False
     assert spans.spans == []
+
+
+# -- agent messages -------------------------------------------------------------------------
+
+
+def test_message_send_and_process_are_linked_producer_and_consumer(spans: CapturedSpans) -> None:
+    with agent_trace.session("review", session_id="s") as s:
+        with (
+            s.turn("ethics"),
+            s.send_message(
+                "ethics", "legal", message_type="review_request", content="secret plan"
+            ) as sent,
+        ):
+            headers = sent.headers()
+        with s.turn("legal"), s.process_message("legal", headers, message_type="review_request"):
+            pass
+
+    send = spans.one("send legal")
+    process = spans.one("process legal")
+    assert send.kind is SpanKind.PRODUCER
+    assert process.kind is SpanKind.CONSUMER
+    common(send.attributes, "agent_trace.message")
+    common(process.attributes, "agent_trace.message")
+    assert spans.parent(send) is spans.one("invoke_agent ethics")
+    # Linked, not parented: the receiver's work stays in the receiver's turn.
+    assert spans.parent(process) is spans.one("invoke_agent legal")
+    [link] = process.links
+    assert link.context.span_id == send.context.span_id
+    assert send.attributes["agent_trace.message.type"] == "review_request"
+    assert "agent_trace.message.content" not in send.attributes
+
+
+async def test_module_level_message_functions_join_the_current_session(
+    spans: CapturedSpans,
+) -> None:
+    async with agent_trace.session("review", session_id="s"):
+        async with agent_trace.send_message("ethics", "ops", message_type="note") as sent:
+            pass
+        async with agent_trace.process_message("ops", sent):
+            pass
+
+    send = spans.one("send ops")
+    process = spans.one("process ops")
+    common(send.attributes, "agent_trace.message")
+    common(process.attributes, "agent_trace.message")
+    assert [link.context.span_id for link in process.links] == [send.context.span_id]
