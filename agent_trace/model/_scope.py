@@ -229,10 +229,19 @@ class Scope:
             if span.is_recording():
                 span.set_attribute(A.CANCELLED, True)
             return
-        if not span.is_recording() or pipeline is None:
+        if pipeline is None:
             return
         violation_cls = _violation_type()
         is_violation = isinstance(exc, violation_cls)
+        if not span.is_recording():
+            # Sampled out: there is no span to mark, but a violation is still reported once
+            # (metric, alert policy, Sentry issue): errors are not sampled away with traces.
+            if is_violation and not getattr(exc, "_agent_trace_recorded", False):
+                from agent_trace.model.compliance import report_violation
+
+                _mark(exc)
+                report_violation(exc, self)  # type: ignore[arg-type]
+            return
         error_type = "constitutional_violation" if is_violation else _qualname(exc)
         span.set_attribute(A.ERROR_TYPE, getattr(exc, "error_type", None) or error_type)
         message = f"{type(exc).__name__}: {exc}" if pipeline.capture_content else type(exc).__name__
