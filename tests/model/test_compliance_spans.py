@@ -309,3 +309,17 @@ async def test_decorated_check_lets_a_raised_violation_through(
 def test_decorator_keeps_the_function_name() -> None:
     assert check_privacy_sync.__name__ == "check_privacy_sync"
     assert check_fairness.__name__ == "check_fairness"
+
+
+def test_violation_in_a_sampled_out_trace_is_still_counted() -> None:
+    # Errors are not sampled away with their trace: the violation metric (and the Sentry
+    # issue) must not depend on which traces were kept.
+    with capture_spans(sample_rate=0.0) as captured:
+        with pytest.raises(ConstitutionalViolationError):  # noqa: SIM117
+            with agent_trace.session("review"), agent_trace.turn("ethics"):
+                raise ConstitutionalViolationError("x", "privacy", severity="low")
+
+        assert captured.spans == []
+        assert captured.metrics()["agent_trace.violations"] == [
+            ({"violation_type": "privacy", "severity": "low"}, 1)
+        ]

@@ -208,3 +208,17 @@ def test_otlp_mode_posts_to_sentrys_otlp_path_with_the_auth_header(
         assert attributes_of(received[hex_id(span)]) == {
             k: plain(v) for k, v in span.attributes.items()
         }
+
+
+def test_violation_in_a_sampled_out_trace_still_reaches_sentry(spotlight: Spotlight) -> None:
+    with capture_spans(sentry_dsn=spotlight.dsn, sample_rate=0.0, constitution_hash=HASH):
+        with pytest.raises(agent_trace.ConstitutionalViolationError):  # noqa: SIM117
+            with agent_trace.session("review") as s, s.turn("ethics"):
+                raise agent_trace.ConstitutionalViolationError("x", "privacy")
+        agent_trace.force_flush(timeout_s=10.0)
+
+    [event] = spotlight.wait_for_error_events(1)
+    assert event["contexts"]["trace"]["trace_id"] == s.trace_id
+    assert event["tags"]["violation_type"] == "privacy"
+    assert normalization_problems(event) == []
+    assert spotlight.transactions() == []
