@@ -1,0 +1,85 @@
+"""Any Python value set as an attribute becomes one value every sink can represent the same way."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import agent_trace
+from agent_trace._attributes import MAX_SEQUENCE_ITEMS, MAX_VALUE_LENGTH
+from agent_trace.testing import CapturedSpans, capture_spans
+
+
+@pytest.fixture
+def spans() -> Iterator[CapturedSpans]:
+    with capture_spans() as captured:
+        yield captured
+
+
+def recorded(spans: CapturedSpans, value: Any) -> Any:
+    with agent_trace.session("review") as s:
+        s.set_attribute("app.value", value)
+    return spans.one("invoke_workflow review").attributes.get("app.value", "<absent>")
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("text", "text"),
+        (True, True),
+        (42, 42),
+        (0.5, 0.5),
+        (None, "<absent>"),
+        (float("nan"), "NaN"),
+        (float("inf"), "Infinity"),
+        (float("-inf"), "-Infinity"),
+        (2**63, str(2**63)),
+        (-(2**63), -(2**63)),
+        (b"caf\xc3\xa9", "café"),
+        (b"\xff", "\ufffd"),
+        (["a", "b"], ("a", "b")),
+        ([1, 2], (1, 2)),
+        ([1, 2.5], (1.0, 2.5)),
+        ([True, False], (True, False)),
+        ([1, "a"], '[1,"a"]'),
+        ({"b": 1, "a": [1, None]}, '{"a":[1,null],"b":1}'),
+        (Unprintable(), "<unrepresentable Unprintable>"),
+    ],
+    ids=repr,
+)
+def test_values_follow_the_documented_rule(spans: CapturedSpans, value: Any, expected: Any) -> None:
+    assert recorded(spans, value) == expected
+
+
+def test_long_strings_are_cut_with_a_note(spans: CapturedSpans) -> None:
+    value = recorded(spans, "x" * (MAX_VALUE_LENGTH + 10))
+
+    assert value.startswith("x" * MAX_VALUE_LENGTH)
+    assert value.endswith("...[truncated 10 chars]")
+
+
+def test_long_sequences_keep_their_first_items(spans: CapturedSpans) -> None:
+    value = recorded(spans, list(range(MAX_SEQUENCE_ITEMS + 50)))
+
+    assert value == tuple(range(MAX_SEQUENCE_ITEMS))
+
+
+def test_deeply_nested_mappings_become_bounded_json(spans: CapturedSpans) -> None:
+    nested: dict[str, Any] = {}
+    inner = nested
+    for _ in range(20):
+        inner["k"] = {}
+        inner = inner["k"]
+
+    value = recorded(spans, nested)
+
+    assert isinstance(json.loads(value), dict)
+    assert "<nested too deep>" in value
