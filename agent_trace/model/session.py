@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import uuid
@@ -78,7 +79,13 @@ class Session(Scope):
         with _open_lock:
             _open_sessions.discard(self)
         if self.outcome is None:
-            self.outcome = "completed" if exc is None else "failed"
+            if exc is None:
+                self.outcome = "completed"
+            elif isinstance(exc, asyncio.CancelledError):
+                # Cancelled from outside (a timeout, a shutdown): not a failed coordination.
+                self.outcome = "cancelled"
+            else:
+                self.outcome = "failed"
             self.set_attribute(A.SESSION_OUTCOME, self.outcome)
         pipeline = self._pipeline
         if pipeline is not None and recording:
