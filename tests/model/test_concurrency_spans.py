@@ -160,3 +160,30 @@ def test_threads_running_their_own_sessions_stay_apart(spans: CapturedSpans) -> 
             assert turn.attributes["gen_ai.conversation.id"] == session_id
         assert len(spans.turns(root)) == 2
     spans.assert_no_orphans()
+
+
+async def test_a_cancelled_session_is_marked_cancelled_not_failed(spans: CapturedSpans) -> None:
+    started = asyncio.Event()
+
+    async def coordinator() -> None:
+        async with agent_trace.session("review", session_id="c") as s, s.turn("ethics"):
+            started.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(coordinator())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    for name in ("invoke_workflow review", "invoke_agent ethics"):
+        span = spans.one(name)
+        assert span.attributes["agent_trace.cancelled"] is True, name
+        assert span.status.status_code.name == "UNSET", name
+        assert not span.events, name
+    assert spans.one("invoke_workflow review").attributes["agent_trace.session.outcome"] == (
+        "cancelled"
+    )
+    assert spans.metrics()["agent_trace.sessions"] == [
+        ({"task_type": "review", "outcome": "cancelled"}, 1)
+    ]
