@@ -12,6 +12,7 @@ import pytest
 
 import agent_trace
 from agent_trace._config import ConfigurationError, resolve_settings
+from agent_trace.testing import capture_spans
 
 SECRET_KEY = "0123456789abcdef0123456789abcdef"
 
@@ -165,7 +166,7 @@ def test_local_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
 
 
 def test_configure_raises_before_touching_the_running_pipeline() -> None:
-    with agent_trace.testing.capture_spans() as captured:
+    with capture_spans() as captured:
         before = agent_trace.settings()
 
         with pytest.raises(ValueError, match="sample_rate"):
