@@ -230,3 +230,23 @@ def test_captured_reference_matches_the_file_in_sessions_tree(trace_file: Path) 
 
     [file_root] = children[None]
     assert "\n".join(tree(file_root)) == expected_tree
+
+
+def test_values_set_through_the_raw_otel_api_round_trip(trace_file: Path) -> None:
+    # Spans of other instrumentation, or `scope.span.set_attribute`, may carry the SDK's
+    # richer values: maps, bytes, mixed arrays. The file must keep them as OTLP/JSON says.
+    raw = {
+        "t.map": {"k": 1, "nested": {"flag": True}},
+        "t.bytes": b"\x00\x01\xff",
+        "t.mixed": [1, "a"],
+    }
+    with capture_with_file(trace_file) as captured:
+        with agent_trace.session("raw") as s:
+            s.span.set_attributes(raw)
+        sent = captured.one("invoke_workflow raw")
+
+    [record] = iter_spans(trace_file, strict=True)
+    assert record.attributes["t.map"] == {"k": 1, "nested": {"flag": True}}
+    assert record.attributes["t.bytes"] == b"\x00\x01\xff"
+    assert record.attributes["t.mixed"] == [1, "a"]
+    assert dict(sent.attributes["t.map"]) == raw["t.map"]

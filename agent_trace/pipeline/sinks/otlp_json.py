@@ -7,6 +7,7 @@ by type. The OpenTelemetry Collector's `otlpjsonfile` receiver reads a file of s
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-__all__ = ["encode_request", "any_value", "key_values"]
+__all__ = ["any_value", "encode_request", "key_values"]
 
 _KIND = {
     SpanKind.INTERNAL: 1,
@@ -30,6 +31,8 @@ _STATUS = {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}
 
 
 def any_value(value: AttributeValue) -> dict[str, Any]:
+    # The model only sets scalars and homogeneous arrays, but spans of other instrumentation
+    # (and `scope.span.set_attribute`) may carry the SDK's full AnyValue: maps, bytes, None.
     if isinstance(value, bool):
         return {"boolValue": value}
     if isinstance(value, int):
@@ -38,6 +41,12 @@ def any_value(value: AttributeValue) -> dict[str, Any]:
         return {"doubleValue": value if math.isfinite(value) else _NON_FINITE[str(value)]}
     if isinstance(value, str):
         return {"stringValue": value}
+    if isinstance(value, bytes):
+        return {"bytesValue": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, Mapping):
+        return {"kvlistValue": {"values": key_values(value)}}
+    if value is None:
+        return {}
     return {"arrayValue": {"values": [any_value(v) for v in value]}}
 
 
