@@ -133,6 +133,31 @@ def is_secret_key(key: str) -> bool:
     return bool(words) and words[-1] == "auth"
 
 
+def _scrub_value(value: AttributeValue, depth: int = 0) -> AttributeValue:
+    """`value` itself when clean, else a scrubbed copy; maps and mixed arrays included.
+
+    The model sets only scalars and arrays of strings, but the raw OpenTelemetry API (other
+    instrumentation, `scope.span`) may set maps of headers and mixed arrays.
+    """
+    if isinstance(value, str):
+        cleaned = scrub_text(value)
+        return value if cleaned == value else cleaned
+    if depth > 8:
+        return value
+    if isinstance(value, Mapping):
+        items = {
+            k: REDACTED if is_secret_key(str(k)) else _scrub_value(v, depth + 1)
+            for k, v in value.items()
+        }
+        changed = any(items[k] is not v for k, v in value.items())
+        return items if changed else value
+    if isinstance(value, Sequence) and not isinstance(value, bytes):
+        scrubbed = [_scrub_value(v, depth + 1) for v in value]
+        changed = any(a is not b for a, b in zip(scrubbed, value, strict=True))
+        return scrubbed if changed else value
+    return value
+
+
 class Scrubber:
     """Scrubs spans; `capture_content` decides whether content attributes may pass."""
 
@@ -169,13 +194,7 @@ class Scrubber:
     def _value(self, key: str, value: AttributeValue) -> AttributeValue:
         if self._drop_key(key):
             return REDACTED
-        if isinstance(value, str):
-            cleaned = scrub_text(value)
-            return value if cleaned == value else cleaned
-        if isinstance(value, Sequence) and value and isinstance(value[0], str):
-            items = [scrub_text(v) if isinstance(v, str) else v for v in value]
-            return value if items == list(value) else items
-        return value
+        return _scrub_value(value)
 
     def span(self, span: ReadableSpan) -> ReadableSpan:
         """Return `span` itself when clean, else a scrubbed copy with the same ids."""

@@ -173,3 +173,22 @@ def test_ids_and_times_survive_scrubbing(spans: CapturedSpans) -> None:
     assert spans.parent(turn_span) is root
     assert turn_span.start_time and turn_span.end_time
     assert turn_span.end_time >= turn_span.start_time
+
+
+def test_secrets_inside_maps_and_mixed_arrays_are_redacted(spans: CapturedSpans) -> None:
+    # Set through the raw OpenTelemetry API, which keeps maps and mixed arrays as they are.
+    with agent_trace.session("review") as s:
+        s.span.set_attributes(
+            {
+                "http.request.headers": {"authorization": "Bearer abcdefgh12345678", "x": "1"},
+                "app.contacts": [1, "bob@example.org"],
+            }
+        )
+
+    attrs = spans.one("invoke_workflow review").attributes
+    headers = dict(attrs["http.request.headers"])
+    assert headers["authorization"] == "[REDACTED]"
+    assert headers["x"] == "1"
+    assert "bob@example.org" not in str(attrs["app.contacts"])
+    assert attrs["app.contacts"][0] == 1
+    assert {"http.request.headers", "app.contacts"} <= set(attrs["agent_trace.scrubbed"])
