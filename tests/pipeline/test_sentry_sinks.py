@@ -222,3 +222,22 @@ def test_violation_in_a_sampled_out_trace_still_reaches_sentry(spotlight: Spotli
     assert event["tags"]["violation_type"] == "privacy"
     assert normalization_problems(event) == []
     assert spotlight.transactions() == []
+
+
+def test_raw_otel_values_do_not_cost_the_transaction(
+    envelope_capture: CapturedSpans, spotlight: Spotlight
+) -> None:
+    # JSON has no bytes and no NaN: one such value set through the raw OpenTelemetry API
+    # must not make the whole session's transaction unserialisable.
+    with agent_trace.session("raw") as s, s.turn("ethics") as turn:
+        turn.span.set_attributes(
+            {"t.bytes": b"caf\xc3\xa9", "t.nan": float("nan"), "t.map": {"k": [1, 2]}}
+        )
+    assert agent_trace.force_flush(timeout_s=10.0) is True
+
+    [transaction] = spotlight.wait_for_transactions(1)
+    [span] = transaction["spans"]
+    assert span["data"]["t.bytes"] == "café"
+    assert span["data"]["t.nan"] == "NaN"
+    assert span["data"]["t.map"] == {"k": [1, 2]}
+    assert normalization_problems(transaction) == []

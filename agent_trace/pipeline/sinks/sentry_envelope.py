@@ -9,6 +9,7 @@ full: it keeps its `parent_span_id`, so Sentry still places it in the trace.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -19,10 +20,10 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from agent_trace._version import __version__
 from agent_trace._attributes import CONSTITUTION_HASH, CONVERSATION_ID, SENTRY_OP
+from agent_trace._version import __version__
 
-__all__ = ["SentryEnvelopeSink", "span_to_sentry", "build_transaction"]
+__all__ = ["SentryEnvelopeSink", "build_transaction", "span_to_sentry"]
 
 _ORIGIN = "auto.agent_trace"
 _KIND_OPS = {
@@ -50,7 +51,23 @@ def _op(span: ReadableSpan) -> str:
 
 
 def _data(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in (attrs or {}).items()}
+    return {k: _json_safe(v) for k, v in (attrs or {}).items()}
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """An attribute value as JSON: the envelope is serialised with `allow_nan=False`, and one
+    bytes or NaN value set through the raw OpenTelemetry API would lose the whole transaction."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if depth > 8:
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, depth + 1) for v in value]
+    return value
 
 
 def span_to_sentry(span: ReadableSpan) -> dict[str, Any]:
@@ -100,9 +117,11 @@ def build_transaction(
         "start_timestamp": trace_ctx["start_timestamp"],
         "timestamp": trace_ctx["timestamp"],
         "contexts": {
-            "trace": {k: v for k, v in trace_ctx.items() if k not in ("start_timestamp",
-                                                                       "timestamp",
-                                                                       "description")},
+            "trace": {
+                k: v
+                for k, v in trace_ctx.items()
+                if k not in ("start_timestamp", "timestamp", "description")
+            },
             "otel": {"resource": _data(root.resource.attributes)},
         },
         "spans": list(children),
@@ -192,7 +211,8 @@ class SentryEnvelopeSink:
                     },
                 }
             )
-            envelope.add_transaction(event)
+            # Built as a plain dict; sentry-sdk's `Event` TypedDict is the same JSON shape.
+            envelope.add_transaction(event)  # type: ignore[arg-type]
             transport.capture_envelope(envelope)
             self.transactions_sent += 1
         return True
