@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigurationError", "Settings", "SentryDsn", "resolve_settings"]
+__all__ = ["ConfigurationError", "SentryDsn", "Settings", "resolve_settings"]
 
 DEFAULT_LOCAL_PATH = Path(".agent-trace") / "traces.jsonl"
 _HASH_RE = re.compile(r"^[0-9a-f]{8,64}$")
@@ -190,7 +190,7 @@ def _parse_int(value: Any, setting: str, low: int, high: int) -> int:
 
 
 def _parse_pairs(value: Any, setting: str) -> dict[str, str]:
-    """`k=v,k2=v2` (URL-encoded, as OTEL_*_HEADERS and OTEL_RESOURCE_ATTRIBUTES are) or a mapping."""
+    """`k=v,k2=v2` (URL-encoded, like OTEL_*_HEADERS and OTEL_RESOURCE_ATTRIBUTES) or a mapping."""
     if isinstance(value, Mapping):
         return {str(k): str(v) for k, v in value.items()}
     pairs: dict[str, str] = {}
@@ -215,7 +215,9 @@ def _parse_endpoint(value: Any, setting: str) -> str:
     except ValueError as exc:
         raise _fail(setting, text, f"not a URL ({exc})", fix) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _fail(setting, text, "the endpoint needs an http:// or https:// scheme and a host", fix)
+        raise _fail(
+            setting, text, "the endpoint needs an http:// or https:// scheme and a host", fix
+        )
     return text
 
 
@@ -271,7 +273,7 @@ def resolve_settings(
     exit_timeout_s: float | None = None,
     prometheus_port: int | None = None,
 ) -> Settings:
-    """Merge arguments with the environment and validate everything, raising on the first problem."""
+    """Merge arguments with the environment and validate everything; raise on the first problem."""
     src = _Source(os.environ if env is None else env)
 
     name, origin = src.pick(service_name, "OTEL_SERVICE_NAME")

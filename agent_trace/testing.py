@@ -24,7 +24,7 @@ from agent_trace import _api
 from agent_trace._attributes import CONVERSATION_ID
 from agent_trace.pipeline.sinks.memory import MemorySink
 
-__all__ = ["CapturedSpans", "capture_spans", "agent_trace_spans"]
+__all__ = ["CapturedSpans", "agent_trace_spans", "capture_spans"]
 
 
 class CapturedSpans:
@@ -42,8 +42,9 @@ class CapturedSpans:
     def clear(self) -> None:
         self._sink.clear()
 
-    def find(self, name: str | None = None, *, prefix: str | None = None,
-             **attributes: Any) -> list[ReadableSpan]:
+    def find(
+        self, name: str | None = None, *, prefix: str | None = None, **attributes: Any
+    ) -> list[ReadableSpan]:
         """Spans matching an exact name, a name prefix and attribute values.
 
         Attribute keys use `__` for dots: `find(gen_ai__agent__name="ethics")`.
@@ -60,8 +61,9 @@ class CapturedSpans:
                 found.append(span)
         return found
 
-    def one(self, name: str | None = None, *, prefix: str | None = None,
-            **attributes: Any) -> ReadableSpan:
+    def one(
+        self, name: str | None = None, *, prefix: str | None = None, **attributes: Any
+    ) -> ReadableSpan:
         """The only span matching; fails the test with the candidates listed otherwise."""
         found = self.find(name, prefix=prefix, **attributes)
         if len(found) != 1:
@@ -76,7 +78,9 @@ class CapturedSpans:
         return self.find(prefix="invoke_workflow ")
 
     def session(self, session_id: str) -> ReadableSpan:
-        return self.one(prefix="invoke_workflow ", **{CONVERSATION_ID.replace(".", "__"): session_id})
+        return self.one(
+            prefix="invoke_workflow ", **{CONVERSATION_ID.replace(".", "__"): session_id}
+        )
 
     def by_id(self, span_id: int) -> ReadableSpan | None:
         for span in self.spans:
@@ -91,9 +95,12 @@ class CapturedSpans:
         """Direct children of `span`, ordered by start time."""
         assert span.context is not None
         kids = [
-            s for s in self.spans
-            if s.parent is not None and s.parent.span_id == span.context.span_id
-            and s.context is not None and s.context.trace_id == span.context.trace_id
+            s
+            for s in self.spans
+            if s.parent is not None
+            and s.parent.span_id == span.context.span_id
+            and s.context is not None
+            and s.context.trace_id == span.context.trace_id
             and (prefix is None or s.name.startswith(prefix))
         ]
         return sorted(kids, key=lambda s: s.start_time or 0)
@@ -120,7 +127,8 @@ class CapturedSpans:
         """Every span's local parent was captured too."""
         ids = {s.context.span_id for s in self.spans if s.context is not None}
         orphans = [
-            s.name for s in self.spans
+            s.name
+            for s in self.spans
             if s.parent is not None and not s.parent.is_remote and s.parent.span_id not in ids
         ]
         assert not orphans, f"spans whose parent was never captured: {orphans}"
@@ -162,8 +170,9 @@ def _equal(actual: Any, expected: Any) -> bool:
 
 
 @contextmanager
-def capture_spans(service_name: str = "agent-trace-test", **configure_kwargs: Any
-                  ) -> Iterator[CapturedSpans]:
+def capture_spans(
+    service_name: str = "agent-trace-test", **configure_kwargs: Any
+) -> Iterator[CapturedSpans]:
     """Configure agent-trace to capture spans in memory for the duration of the block.
 
     The environment is not read (a test must not send to whatever `OTEL_*` or `SENTRY_DSN`

@@ -8,6 +8,7 @@ through unchanged (`__exit__` never returns True).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -139,7 +140,11 @@ class Scope:
         self._pipeline = pipeline
         parent_ctx = self._parent_context()
         parent = trace.get_current_span(parent_ctx)
-        if parent.get_span_context().is_valid and not parent.is_recording() and self._session is not self:
+        if (
+            parent.get_span_context().is_valid
+            and not parent.is_recording()
+            and self._session is not self
+        ):
             # Sampled out upstream: the parent-based sampler would drop us too. Skip the work.
             self._span = parent
             return
@@ -258,13 +263,14 @@ class Scope:
 
 
 def _mark(exc: BaseException) -> None:
-    try:
+    # An exception class with __slots__ takes no new attribute; it is then reported again.
+    with contextlib.suppress(Exception):
         exc._agent_trace_recorded = True  # type: ignore[attr-defined]
-    except Exception:
-        pass
 
 
 def _qualname(exc: BaseException) -> str:
     cls = type(exc)
     module = cls.__module__
-    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    return (
+        cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    )

@@ -16,8 +16,8 @@ __all__ = [
     "ConstitutionalViolationError",
     "PolicyCheck",
     "policy_check",
-    "track_constitutional_compliance",
     "report_violation",
+    "track_constitutional_compliance",
 ]
 
 _log = logging.getLogger(__name__)
@@ -59,19 +59,27 @@ class ConstitutionalViolationError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild,
-            (self.message, self.violation_type, self.severity, self.policy, self.principle,
-             self.enforcement),
+            (
+                self.message,
+                self.violation_type,
+                self.severity,
+                self.policy,
+                self.principle,
+                self.enforcement,
+            ),
         )
 
 
 def _rebuild(*args: Any) -> ConstitutionalViolationError:
     message, vtype, severity, policy, principle, enforcement = args
-    return ConstitutionalViolationError(message, vtype, severity, policy=policy,
-                                        principle=principle, enforcement=enforcement)
+    return ConstitutionalViolationError(
+        message, vtype, severity, policy=policy, principle=principle, enforcement=enforcement
+    )
 
 
-def _violation_attributes(vtype: str, severity: str, enforcement: str | None,
-                          principle: Any) -> dict[str, Any]:
+def _violation_attributes(
+    vtype: str, severity: str, enforcement: str | None, principle: Any
+) -> dict[str, Any]:
     p = A.COMPLIANCE
     return A.to_attributes(
         {
@@ -139,8 +147,14 @@ class PolicyCheck(Scope):
         self.result = "compliant"
         self.set_attribute(A.COMPLIANCE + "result", "compliant")
 
-    def violation(self, violation_type: str, severity: str = "high", *,
-                  enforcement: str = "block", principle: str | int | None = None) -> None:
+    def violation(
+        self,
+        violation_type: str,
+        severity: str = "high",
+        *,
+        enforcement: str = "block",
+        principle: str | int | None = None,
+    ) -> None:
         """The action violates the policy: recorded as data, and counted."""
         self.result = "violation"
         self.set_attributes(_violation_attributes(violation_type, severity, enforcement, principle))
@@ -163,7 +177,9 @@ class PolicyCheck(Scope):
                 self.passed()
         pipeline = self._pipeline
         if recording and pipeline is not None:
-            pipeline.metrics.compliance_checks.add(1, {"policy": self.policy, "result": self.result})
+            pipeline.metrics.compliance_checks.add(
+                1, {"policy": self.policy, "result": self.result}
+            )
             # A raised violation already fed the alert policy in report_violation.
             if pipeline.alerts is not None and self.result == "compliant":
                 pipeline.alerts.compliance(True, _trace_of(self))
@@ -186,8 +202,10 @@ def _apply_result(check: PolicyCheck, result: Any) -> None:
         if isinstance(result, Mapping):
             getter = result.get
         else:
+
             def getter(name: str) -> Any:
                 return getattr(result, name, None)
+
         compliant = getter("compliant")
         if compliant is None:
             compliant = getter("is_compliant")

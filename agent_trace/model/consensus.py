@@ -14,14 +14,15 @@ from agent_trace import _attributes as A
 from agent_trace._log import internal_error
 from agent_trace.model._scope import Scope, active_session
 
-__all__ = ["ConsensusRound", "RoundResult", "Voter", "monitor_consensus", "consensus_round"]
+__all__ = ["ConsensusRound", "RoundResult", "Voter", "consensus_round", "monitor_consensus"]
 
 _log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _FOR = frozenset({"approve", "approved", "for", "yes", "accept", "agree", "true", "1"})
-_AGAINST = frozenset({"reject", "rejected", "against", "no", "deny", "disagree", "block",
-                      "false", "0", "veto"})
+_AGAINST = frozenset(
+    {"reject", "rejected", "against", "no", "deny", "disagree", "block", "false", "0", "veto"}
+)
 _ABSTAIN = frozenset({"abstain", "none", "", "pass", "skip"})
 
 
@@ -76,8 +77,14 @@ class Voter(Scope):
     def _parent_context(self) -> Any:
         return self._round._child_context()
 
-    def cast(self, value: Any, *, weight: float = 1.0, confidence: float | None = None,
-             rationale: str | None = None) -> None:
+    def cast(
+        self,
+        value: Any,
+        *,
+        weight: float = 1.0,
+        confidence: float | None = None,
+        rationale: str | None = None,
+    ) -> None:
         """Record the vote; the round tallies it."""
         self.cast_value = value
         self._round._tally(self.agent, value, weight)
@@ -95,14 +102,24 @@ class ConsensusRound(Scope):
 
     _op = "agent_trace.consensus.round"
 
-    def __init__(self, session: Any, algorithm: str, *, participants: Sequence[str] = (),
-                 threshold: float = 0.5, quorum: int | None = None, round: int | None = None,
-                 **attrs: Any) -> None:
+    def __init__(
+        self,
+        session: Any,
+        algorithm: str,
+        *,
+        participants: Sequence[str] = (),
+        threshold: float = 0.5,
+        quorum: int | None = None,
+        round: int | None = None,
+        **attrs: Any,
+    ) -> None:
         self.algorithm = algorithm
         self.participants = tuple(participants)
         self.threshold = float(threshold)
-        self.quorum = quorum if quorum is not None else (
-            math.ceil(len(self.participants) / 2) if self.participants else 1
+        self.quorum = (
+            quorum
+            if quorum is not None
+            else (math.ceil(len(self.participants) / 2) if self.participants else 1)
         )
         self.result: RoundResult | None = None
         self._weights = {"for": 0.0, "against": 0.0, "abstain": 0.0}
@@ -145,8 +162,9 @@ class ConsensusRound(Scope):
         self._counts[side] += 1
         self._votes[agent] = (value, weight)
 
-    def _vote_attributes(self, value: Any, weight: float, confidence: float | None,
-                         rationale: str | None) -> dict[str, Any]:
+    def _vote_attributes(
+        self, value: Any, weight: float, confidence: float | None, rationale: str | None
+    ) -> dict[str, Any]:
         attrs: dict[str, Any] = {
             A.VOTE + "value": value if isinstance(value, (str, bool, int, float)) else str(value),
             A.VOTE + "side": vote_side(value),
@@ -158,8 +176,15 @@ class ConsensusRound(Scope):
             attrs[A.VOTE + "rationale"] = rationale
         return attrs
 
-    def vote(self, agent: str, value: Any, *, weight: float = 1.0,
-             confidence: float | None = None, rationale: str | None = None) -> None:
+    def vote(
+        self,
+        agent: str,
+        value: Any,
+        *,
+        weight: float = 1.0,
+        confidence: float | None = None,
+        rationale: str | None = None,
+    ) -> None:
         """Record an agent's vote now, as a `vote {agent}` child span of the round."""
         try:
             self._tally(agent, value, weight)
@@ -168,7 +193,9 @@ class ConsensusRound(Scope):
             attrs = self._common_attributes(self._pipeline)
             attrs[A.SENTRY_OP] = Voter._op
             attrs[A.AGENT_NAME] = agent
-            attrs.update(A.to_attributes(self._vote_attributes(value, weight, confidence, rationale)))
+            attrs.update(
+                A.to_attributes(self._vote_attributes(value, weight, confidence, rationale))
+            )
             span = self._pipeline.tracer.start_span(
                 f"vote {agent}", context=self._child_context(), attributes=attrs
             )
@@ -233,12 +260,25 @@ class ConsensusRound(Scope):
 _MISSING = object()
 
 
-def consensus_round(algorithm: str, *, participants: Sequence[str] = (), threshold: float = 0.5,
-                    quorum: int | None = None, round: int | None = None,
-                    **attrs: Any) -> ConsensusRound:
+def consensus_round(
+    algorithm: str,
+    *,
+    participants: Sequence[str] = (),
+    threshold: float = 0.5,
+    quorum: int | None = None,
+    round: int | None = None,
+    **attrs: Any,
+) -> ConsensusRound:
     """A consensus round in the current session, parented to the current span."""
-    return ConsensusRound(active_session(), algorithm, participants=participants,
-                          threshold=threshold, quorum=quorum, round=round, **attrs)
+    return ConsensusRound(
+        active_session(),
+        algorithm,
+        participants=participants,
+        threshold=threshold,
+        quorum=quorum,
+        round=round,
+        **attrs,
+    )
 
 
 # -- @monitor_consensus ---------------------------------------------------------------------------
@@ -250,8 +290,9 @@ def _field(result: Any, name: str) -> Any:
     return getattr(result, name, None)
 
 
-def _participants(sig: inspect.Signature | None, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> Sequence[str]:
+def _participants(
+    sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Sequence[str]:
     if sig is None:
         return ()
     try:
@@ -269,8 +310,9 @@ def _participants(sig: inspect.Signature | None, args: tuple[Any, ...],
     return ()
 
 
-def _round_number(sig: inspect.Signature | None, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> int | None:
+def _round_number(
+    sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> int | None:
     if sig is None:
         return None
     try:
@@ -306,16 +348,24 @@ def _record_result(rnd: ConsensusRound, result: Any) -> None:
     if isinstance(votes, Mapping):
         for agent, value in votes.items():
             if isinstance(value, Mapping) or hasattr(value, "value"):
-                rnd.vote(str(agent), _field(value, "value"), weight=_weight(value),
-                         confidence=_field(value, "confidence"))
+                rnd.vote(
+                    str(agent),
+                    _field(value, "value"),
+                    weight=_weight(value),
+                    confidence=_field(value, "confidence"),
+                )
             else:
                 rnd.vote(str(agent), value)
     elif isinstance(votes, (list, tuple)):
         for item in votes:
             agent = _field(item, "agent") or _field(item, "name")
             if agent is not None:
-                rnd.vote(str(agent), _field(item, "value"), weight=_weight(item),
-                         confidence=_field(item, "confidence"))
+                rnd.vote(
+                    str(agent),
+                    _field(item, "value"),
+                    weight=_weight(item),
+                    confidence=_field(item, "confidence"),
+                )
     achieved = _field(result, "consensus_achieved")
     confidence = _field(result, "confidence")
     if confidence is not None:
@@ -323,8 +373,9 @@ def _record_result(rnd: ConsensusRound, result: Any) -> None:
     if achieved is None:
         rnd.conclude()
     else:
-        rnd.conclude("consensus" if achieved else "no_consensus",
-                     decision=_field(result, "decision"))
+        rnd.conclude(
+            "consensus" if achieved else "no_consensus", decision=_field(result, "decision")
+        )
 
 
 def monitor_consensus(algorithm: str, *, threshold: float = 0.5) -> Callable[[F], F]:
@@ -341,7 +392,8 @@ def monitor_consensus(algorithm: str, *, threshold: float = 0.5) -> Callable[[F]
     Example:
         >>> @agent_trace.monitor_consensus("weighted_vote")
         ... async def build_consensus(participants, proposal):
-        ...     return {"consensus_achieved": True, "confidence": 0.8, "votes": {"ethics": "approve"}}
+        ...     votes = {"ethics": "approve", "legal": "approve"}
+        ...     return {"consensus_achieved": True, "confidence": 0.8, "votes": votes}
     """
 
     def decorate(fn: F) -> F:
@@ -351,9 +403,12 @@ def monitor_consensus(algorithm: str, *, threshold: float = 0.5) -> Callable[[F]
             sig = None
 
         def open_round(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ConsensusRound:
-            return ConsensusRound(active_session(), algorithm,
-                                  participants=_participants(sig, args, kwargs),
-                                  threshold=threshold)
+            return ConsensusRound(
+                active_session(),
+                algorithm,
+                participants=_participants(sig, args, kwargs),
+                threshold=threshold,
+            )
 
         def close(rnd: ConsensusRound, result: Any) -> None:
             try:

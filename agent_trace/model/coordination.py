@@ -27,6 +27,7 @@ __all__ = [
 
 class _OutcomeScope(Scope):
     _outcome_key = ""
+    outcome: str | None = None
 
     def set_outcome(self, outcome: str) -> None:
         """Record how it ended."""
@@ -39,8 +40,9 @@ class Handoff(Scope):
 
     _op = "gen_ai.handoff"
 
-    def __init__(self, session: Any, source: str, target: str, *, reason: str | None = None,
-                 **attrs: Any) -> None:
+    def __init__(
+        self, session: Any, source: str, target: str, *, reason: str | None = None, **attrs: Any
+    ) -> None:
         converted = A.to_attributes(
             {
                 A.OPERATION_NAME: "handoff",
@@ -74,8 +76,9 @@ class Escalation(_OutcomeScope):
     _op = "agent_trace.escalation"
     _outcome_key = A.ESCALATION + "outcome"
 
-    def __init__(self, session: Any, trigger: str, *, severity: str = "medium",
-                 **attrs: Any) -> None:
+    def __init__(
+        self, session: Any, trigger: str, *, severity: str = "medium", **attrs: Any
+    ) -> None:
         self.outcome: str | None = None
         converted = A.to_attributes(
             {A.ESCALATION + "trigger": trigger, A.ESCALATION + "severity": severity, **attrs}
@@ -106,8 +109,17 @@ class MessageSend(Scope):
 
     _op = "agent_trace.message"
 
-    def __init__(self, session: Any, sender: str, recipient: str, *, message_type: str,
-                 message_id: str | None = None, content: Any = None, **attrs: Any) -> None:
+    def __init__(
+        self,
+        session: Any,
+        sender: str,
+        recipient: str,
+        *,
+        message_type: str,
+        message_id: str | None = None,
+        content: Any = None,
+        **attrs: Any,
+    ) -> None:
         self._content = content
         converted = A.to_attributes(
             {
@@ -144,8 +156,15 @@ class MessageProcess(Scope):
 
     _op = "agent_trace.message"
 
-    def __init__(self, session: Any, recipient: str, message: Any = None, *,
-                 message_type: str | None = None, **attrs: Any) -> None:
+    def __init__(
+        self,
+        session: Any,
+        recipient: str,
+        message: Any = None,
+        *,
+        message_type: str | None = None,
+        **attrs: Any,
+    ) -> None:
         converted = A.to_attributes(
             {
                 "messaging.system": "agent_trace",
@@ -177,12 +196,11 @@ def _links_to(message: Any) -> list[trace.Link]:
 
 def send_message(sender: str, recipient: str, *, message_type: str, **attrs: Any) -> MessageSend:
     """A message send in the current session, parented to the current span."""
-    return MessageSend(active_session(), sender, recipient, message_type=message_type,
-                       **attrs)
+    return MessageSend(active_session(), sender, recipient, message_type=message_type, **attrs)
 
 
-def process_message(recipient: str, message: Any = None, *, message_type: str | None = None,
-                    **attrs: Any) -> MessageProcess:
+def process_message(
+    recipient: str, message: Any = None, *, message_type: str | None = None, **attrs: Any
+) -> MessageProcess:
     """Processing a received message in the current session, linked to its send."""
-    return MessageProcess(active_session(), recipient, message,
-                          message_type=message_type, **attrs)
+    return MessageProcess(active_session(), recipient, message, message_type=message_type, **attrs)

@@ -16,7 +16,7 @@ from agent_trace import _attributes as A
 from agent_trace import _runtime
 from agent_trace.model._scope import Scope, active_session
 
-__all__ = ["Session", "Turn", "session", "current_session", "turn"]
+__all__ = ["Session", "Turn", "current_session", "session", "turn"]
 
 _open_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 _open_lock = threading.Lock()
@@ -49,9 +49,7 @@ class Session(Scope):
         self.agents = tuple(agents)
         self.outcome: str | None = None
         self._turns = itertools.count(1)
-        extra = {
-            k if "." in k else f"agent_trace.session.{k}": v for k, v in attrs.items()
-        }
+        extra = {k if "." in k else f"agent_trace.session.{k}": v for k, v in attrs.items()}
         converted = A.to_attributes(
             {
                 A.OPERATION_NAME: "invoke_workflow",
@@ -104,19 +102,40 @@ class Session(Scope):
 
     # -- children -------------------------------------------------------------------------------
 
-    def turn(self, agent: str, role: str | None = None, *, remote: bool = False,
-             agent_id: str | None = None, **attrs: Any) -> Turn:
+    def turn(
+        self,
+        agent: str,
+        role: str | None = None,
+        *,
+        remote: bool = False,
+        agent_id: str | None = None,
+        **attrs: Any,
+    ) -> Turn:
         """An agent's turn in this session: span `invoke_agent {agent}`."""
         return Turn(self, agent, role=role, remote=remote, agent_id=agent_id, **attrs)
 
-    def consensus_round(self, algorithm: str, *, participants: Sequence[str] = (),
-                        threshold: float = 0.5, quorum: int | None = None,
-                        round: int | None = None, **attrs: Any) -> Any:
+    def consensus_round(
+        self,
+        algorithm: str,
+        *,
+        participants: Sequence[str] = (),
+        threshold: float = 0.5,
+        quorum: int | None = None,
+        round: int | None = None,
+        **attrs: Any,
+    ) -> Any:
         """A consensus round: span `consensus_round {algorithm}`; votes are its children."""
         from agent_trace.model.consensus import ConsensusRound
 
-        return ConsensusRound(self, algorithm, participants=participants, threshold=threshold,
-                              quorum=quorum, round=round, **attrs)
+        return ConsensusRound(
+            self,
+            algorithm,
+            participants=participants,
+            threshold=threshold,
+            quorum=quorum,
+            round=round,
+            **attrs,
+        )
 
     def policy_check(self, policy: str, **attrs: Any) -> Any:
         """A constitutional check: span `policy_check {policy}`."""
@@ -136,17 +155,33 @@ class Session(Scope):
 
         return ConflictResolution(self, parties, strategy, **attrs)
 
-    def send_message(self, sender: str, recipient: str, *, message_type: str,
-                     message_id: str | None = None, content: Any = None, **attrs: Any) -> Any:
+    def send_message(
+        self,
+        sender: str,
+        recipient: str,
+        *,
+        message_type: str,
+        message_id: str | None = None,
+        content: Any = None,
+        **attrs: Any,
+    ) -> Any:
         """A message between agents: PRODUCER span `send {recipient}`; `content` is kept only
         with content capture on. Pass its `headers()` along with the message."""
         from agent_trace.model.coordination import MessageSend
 
-        return MessageSend(self, sender, recipient, message_type=message_type,
-                           message_id=message_id, content=content, **attrs)
+        return MessageSend(
+            self,
+            sender,
+            recipient,
+            message_type=message_type,
+            message_id=message_id,
+            content=content,
+            **attrs,
+        )
 
-    def process_message(self, recipient: str, message: Any = None, *,
-                        message_type: str | None = None, **attrs: Any) -> Any:
+    def process_message(
+        self, recipient: str, message: Any = None, *, message_type: str | None = None, **attrs: Any
+    ) -> Any:
         """Processing a message: CONSUMER span `process {recipient}` linked to its send
         (`message` is the MessageSend, its SpanContext, or the headers that travelled)."""
         from agent_trace.model.coordination import MessageProcess
@@ -165,8 +200,16 @@ class Turn(Scope):
 
     _op = "gen_ai.invoke_agent"
 
-    def __init__(self, session: Session | None, agent: str, *, role: str | None = None,
-                 remote: bool = False, agent_id: str | None = None, **attrs: Any) -> None:
+    def __init__(
+        self,
+        session: Session | None,
+        agent: str,
+        *,
+        role: str | None = None,
+        remote: bool = False,
+        agent_id: str | None = None,
+        **attrs: Any,
+    ) -> None:
         self.agent = agent
         index = next(session._turns) if session is not None else None
         converted = A.to_attributes(
@@ -188,8 +231,14 @@ class Turn(Scope):
             self._pipeline.metrics.turn_duration.record(duration_s, {"agent": self.agent})
 
 
-def session(task_type: str, *, session_id: str | None = None, agents: Sequence[str] = (),
-            complexity: float | None = None, **attrs: Any) -> Session:
+def session(
+    task_type: str,
+    *,
+    session_id: str | None = None,
+    agents: Sequence[str] = (),
+    complexity: float | None = None,
+    **attrs: Any,
+) -> Session:
     """Open a coordination session; use with `with` or `async with`.
 
     Args:

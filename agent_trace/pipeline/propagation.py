@@ -9,6 +9,7 @@ propagation but never turned into span attributes.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -26,7 +27,7 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-__all__ = ["AgentTracePropagator", "SENTRY_TRACE_HEADER"]
+__all__ = ["SENTRY_TRACE_HEADER", "AgentTracePropagator"]
 
 SENTRY_TRACE_HEADER = "sentry-trace"
 _TRACEPARENT = "traceparent"
@@ -66,7 +67,9 @@ def _parse_traceparent(value: str) -> SpanContext | None:
     trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
     if trace_id == 0 or span_id == 0:
         return None
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(flags_hex, 16) & 1))
+    return SpanContext(
+        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(flags_hex, 16) & 1)
+    )
 
 
 def _parse_sentry_trace(value: str) -> SpanContext | None:
@@ -104,7 +107,8 @@ class AgentTracePropagator(TextMapPropagator):
             if parent is not None:
                 state = _single(getter, carrier, _TRACESTATE, _MAX_TRACESTATE)
                 if state:
-                    try:
+                    # A tracestate that does not parse is dropped; the traceparent still holds.
+                    with contextlib.suppress(Exception):
                         parent = SpanContext(
                             parent.trace_id,
                             parent.span_id,
@@ -112,8 +116,6 @@ class AgentTracePropagator(TextMapPropagator):
                             trace_flags=parent.trace_flags,
                             trace_state=TraceState.from_header([state]),
                         )
-                    except Exception:
-                        pass
         if parent is None and getter.get(carrier, _TRACEPARENT) is None:
             sentry = _single(getter, carrier, SENTRY_TRACE_HEADER, 60)
             if sentry is not None:
@@ -142,7 +144,9 @@ class AgentTracePropagator(TextMapPropagator):
         setter.set(carrier, _TRACEPARENT, f"00-{trace_hex}-{span_hex}-{'01' if sampled else '00'}")
         if span_ctx.trace_state:
             setter.set(carrier, _TRACESTATE, span_ctx.trace_state.to_header())
-        setter.set(carrier, SENTRY_TRACE_HEADER, f"{trace_hex}-{span_hex}-{'1' if sampled else '0'}")
+        setter.set(
+            carrier, SENTRY_TRACE_HEADER, f"{trace_hex}-{span_hex}-{'1' if sampled else '0'}"
+        )
         setter.set(carrier, _BAGGAGE, self._baggage_value(context, trace_hex, sampled))
 
     def _baggage_value(self, context: Context | None, trace_hex: str, sampled: bool) -> str:

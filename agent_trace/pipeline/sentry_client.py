@@ -37,8 +37,11 @@ def _scrub_tree(value: Any, scrubber: Scrubber, depth: int = 0) -> Any:
         return scrub_text(value)
     if isinstance(value, Mapping):
         return {
-            k: (REDACTED if isinstance(k, str) and scrubber._drop_key(k) and k not in _KEEP
-                else _scrub_tree(v, scrubber, depth + 1))
+            k: (
+                REDACTED
+                if isinstance(k, str) and scrubber._drop_key(k) and k not in _KEEP
+                else _scrub_tree(v, scrubber, depth + 1)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list):
@@ -81,9 +84,7 @@ class SentryClient:
         existing = sentry_sdk.get_client()
         # Borrow a client the application set up for the same DSN; a closed one has no transport.
         self.owned = not (
-            existing.is_active()
-            and existing.transport is not None
-            and existing.dsn == self.dsn.url
+            existing.is_active() and existing.transport is not None and existing.dsn == self.dsn.url
         )
         if self.owned:
             sentry_sdk.init(
@@ -95,8 +96,10 @@ class SentryClient:
                 auto_enabling_integrations=False,
                 integrations=[],
                 include_local_variables=False,
-                before_send=self._before_send,
-                before_send_transaction=self._before_send,
+                # Our hooks take and return plain dicts: sentry-sdk's `Event` is a TypedDict
+                # of the same JSON shape.
+                before_send=self._before_send,  # type: ignore[arg-type]
+                before_send_transaction=self._before_send,  # type: ignore[arg-type]
                 before_breadcrumb=self._before_breadcrumb,
                 transport_queue_size=max(100, settings.max_queue_size // 4),
                 shutdown_timeout=settings.exit_timeout_s,
@@ -114,8 +117,9 @@ class SentryClient:
             return
         original = transport.record_lost_event
 
-        def record_lost_event(reason: str, data_category: Any = None, item: Any = None,
-                              *, quantity: int = 1) -> None:
+        def record_lost_event(
+            reason: str, data_category: Any = None, item: Any = None, *, quantity: int = 1
+        ) -> None:
             category = item.data_category if item is not None else data_category
             if category == "transaction":
                 spans = 1
@@ -126,7 +130,8 @@ class SentryClient:
                 self.lost_transactions += 1
             original(reason, data_category, item, quantity=quantity)
 
-        transport.record_lost_event = record_lost_event
+        # Wrapped on this one transport instance: sentry-sdk offers no hook for lost events.
+        transport.record_lost_event = record_lost_event  # type: ignore[method-assign]
 
     def _before_send(self, event: dict[str, Any], hint: Any) -> dict[str, Any] | None:
         try:
