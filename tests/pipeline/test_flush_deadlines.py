@@ -372,3 +372,15 @@ def test_flush_keeps_its_deadline_when_only_the_metrics_export_hangs(
         agent_trace.shutdown(timeout_s=DEADLINE_S)
 
     assert elapsed < DEADLINE_S + SLACK_S
+
+
+def test_drops_are_exported_as_a_metric_by_sink_and_reason() -> None:
+    sink = RaisingSink()
+
+    with capture_spans(_extra_sinks=[sink], max_export_batch_size=10) as captured:
+        run_sessions(10)
+        agent_trace.force_flush(timeout_s=2.0)
+
+        points = captured.metrics()["agent_trace.spans.dropped"]
+
+    assert ({"sink": sink.name, "reason": "export_failed"}, 20) in points
