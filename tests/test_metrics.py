@@ -101,3 +101,17 @@ def test_prometheus_endpoint_serves_the_converted_names_on_loopback() -> None:
         assert name in body, name
     assert 'le="0.005"' in body
     assert 'result="violation"' in body
+
+
+def test_metrics_count_sessions_that_sampling_left_out() -> None:
+    with capture_spans(sample_rate=0.0) as spans:
+        for i in range(3):
+            _run_one_session(f"unsampled-{i}")
+        metrics = spans.metrics()
+        assert spans.spans == []
+
+    assert metrics["agent_trace.sessions"] == [({"task_type": "review", "outcome": "completed"}, 3)]
+    assert metrics["agent_trace.violations"] == [({"violation_type": "pii", "severity": "high"}, 3)]
+    assert metrics["agent_trace.target.breaches"] == [({"target": "session_budget"}, 3)]
+    turns = metrics["agent_trace.turn.duration"]
+    assert turns == [({"agent": "ethics"}, 3)]

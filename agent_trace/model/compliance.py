@@ -159,7 +159,7 @@ class PolicyCheck(Scope):
         self.result = "violation"
         self.set_attributes(_violation_attributes(violation_type, severity, enforcement, principle))
         pipeline = self._pipeline
-        if pipeline is not None and self.recording:
+        if pipeline is not None:
             pipeline.metrics.violations.add(
                 1, {"violation_type": violation_type, "severity": severity}
             )
@@ -176,7 +176,7 @@ class PolicyCheck(Scope):
             else:
                 self.passed()
         pipeline = self._pipeline
-        if recording and pipeline is not None:
+        if pipeline is not None:
             pipeline.metrics.compliance_checks.add(
                 1, {"policy": self.policy, "result": self.result}
             )

@@ -251,7 +251,7 @@ class ConsensusRound(Scope):
             else:
                 self.conclude("error")
         pipeline = self._pipeline
-        if recording and pipeline is not None and self.result is not None:
+        if pipeline is not None and self.result is not None:
             labels = {"algorithm": self.algorithm, "outcome": self.result.outcome}
             pipeline.metrics.rounds.add(1, labels)
             pipeline.metrics.round_duration.record(duration_s, labels)

@@ -86,7 +86,7 @@ class Session(Scope):
                 self.outcome = "failed"
             self.set_attribute(A.SESSION_OUTCOME, self.outcome)
         pipeline = self._pipeline
-        if pipeline is not None and recording:
+        if pipeline is not None:
             labels = {"task_type": self.task_type, "outcome": self.outcome}
             pipeline.metrics.sessions.add(1, labels)
             pipeline.metrics.session_duration.record(duration_s, labels)
@@ -227,7 +227,7 @@ class Turn(Scope):
             self._kind = SpanKind.CLIENT
 
     def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:
-        if recording and self._pipeline is not None:
+        if self._pipeline is not None:
             self._pipeline.metrics.turn_duration.record(duration_s, {"agent": self.agent})
 
 

@@ -35,23 +35,11 @@ def monitor_performance_target(
         return False
     try:
         pipeline = _runtime.current()
-        span = trace.get_current_span()
-        if pipeline is None or not span.is_recording():
+        if pipeline is None:
             return met
-        p = A.TARGET
-        span.set_attributes(
-            A.to_attributes(
-                {
-                    p + "name": target_name,
-                    p + "threshold": float(target_value),
-                    p + "actual": float(actual_value),
-                    p + "unit": unit,
-                    p + "met": met,
-                }
-            )
-        )
+        span = trace.get_current_span()
         if not met:
-            span.set_attribute(p + "breached", True)
+            # Counted whether or not the trace is sampled: alerts judge every breach.
             pipeline.metrics.target_breaches.add(1, {"target": target_name})
             if pipeline.alerts is not None:
                 ctx = span.get_span_context()
@@ -63,6 +51,19 @@ def monitor_performance_target(
                     unit,
                     {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"},
                 )
+        if not span.is_recording():
+            return met
+        p = A.TARGET
+        attrs = {
+            p + "name": target_name,
+            p + "threshold": float(target_value),
+            p + "actual": float(actual_value),
+            p + "unit": unit,
+            p + "met": met,
+        }
+        if not met:
+            attrs[p + "breached"] = True
+        span.set_attributes(A.to_attributes(attrs))
     except Exception:
         internal_error(_log, "judging a performance target")
     return met
