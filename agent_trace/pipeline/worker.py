@@ -29,9 +29,13 @@ from agent_trace.pipeline.drops import (
     DropCounter,
 )
 
-__all__ = ["SpanSink", "SinkWorker"]
+__all__ = ["SinkWorker", "SpanSink"]
 
 _log = logging.getLogger(__name__)
+
+# Shutdown stops waiting for the export thread this long before its deadline, so that counting
+# and reporting what was lost is done before the caller's deadline, not just after it.
+_BOOKKEEPING_S = 0.05
 
 # Instrumentation libraries check this key and stay silent: exports are never traced themselves.
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
@@ -83,6 +87,9 @@ class SinkWorker:
         self._enqueued = 0
         self._done = 0
         self._failed = 0
+        # Spans inside the sink's export call right now; shutdown writes them off if it gives up.
+        self._in_flight = 0
+        self._written_off = False
         self.last_error: str | None = None
         self.exported = 0
         self._start_thread()
@@ -106,7 +113,8 @@ class SinkWorker:
         # exports them) but not its thread: start clean.
         self._cond = threading.Condition()
         self._queue.clear()
-        self._enqueued = self._done = self._failed = 0
+        self._enqueued = self._done = self._failed = self._in_flight = 0
+        self._written_off = False
         self._flush_requested = False
         if not self._closed:
             self._start_thread()
@@ -143,7 +151,9 @@ class SinkWorker:
         otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
         while True:
             with self._cond:
-                if not (len(self._queue) >= self._max_batch or self._flush_requested or self._closed):
+                if not (
+                    len(self._queue) >= self._max_batch or self._flush_requested or self._closed
+                ):
                     self._cond.wait(self._delay_s)
                 if not self._queue:
                     if self._flush_requested:
@@ -154,6 +164,7 @@ class SinkWorker:
                     continue
                 count = min(self._max_batch, len(self._queue))
                 batch = [self._queue.popleft() for _ in range(count)]
+                self._in_flight = count
             self._export(batch)
 
     def _export(self, batch: list[ReadableSpan]) -> None:
@@ -164,10 +175,18 @@ class SinkWorker:
                 self.last_error = "the sink refused the batch"
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
+        with self._cond:
+            # A batch that outlived shutdown was already counted (and reported) as lost there.
+            written_off, self._written_off = self._written_off, False
+            self._in_flight = 0
+            self._done += len(batch)
+            if not ok:
+                self._failed += len(batch)
+            self._cond.notify_all()
         if ok:
             self.exported += len(batch)
             self.last_error = None
-        else:
+        elif not written_off:
             self._drops.add(self.sink.name, EXPORT_FAILED, len(batch))
             warn_once(
                 _log,
@@ -178,11 +197,6 @@ class SinkWorker:
                 self.sink.describe(),
                 self.last_error,
             )
-        with self._cond:
-            self._done += len(batch)
-            if not ok:
-                self._failed += len(batch)
-            self._cond.notify_all()
 
     def flush(self, deadline: float) -> bool:
         """Wait until everything queued before the call is exported, or until `deadline`."""
@@ -203,17 +217,37 @@ class SinkWorker:
         return _call_with_deadline(lambda: self.sink.flush(remaining), remaining) and delivered
 
     def shutdown(self, deadline: float) -> bool:
-        """Flush within the deadline, then stop; spans still queued are counted as dropped."""
-        delivered = self.flush(deadline)
+        """Flush within the deadline, then stop; every span not delivered by then is counted.
+
+        Spans still queued, and a batch the sink is still busy with, are counted as
+        `shutdown_timeout` and reported in one warning; a late answer for that batch changes
+        neither the count nor the log.
+        """
+        started = time.monotonic()
+        delivered = self.flush(deadline - _BOOKKEEPING_S)
         with self._cond:
             self._closed = True
             left = len(self._queue)
             self._queue.clear()
+            stuck = self._in_flight
+            self._written_off = stuck > 0
             self._cond.notify_all()
-        self._drops.add(self.sink.name, SHUTDOWN_TIMEOUT, left)
+        lost = left + stuck
+        if lost:
+            self._drops.add(self.sink.name, SHUTDOWN_TIMEOUT, lost)
+            warn_once(
+                _log,
+                f"shutdown:{self.sink.name}",
+                "agent-trace: shutdown gave up on the %s sink (%s) after %.1f s; %d spans were "
+                "not delivered (see agent_trace.dropped_spans())",
+                self.sink.name,
+                self.sink.describe(),
+                time.monotonic() - started,
+                lost,
+            )
         remaining = max(0.0, deadline - time.monotonic())
         closed = _call_with_deadline(self.sink.shutdown, remaining)
-        return delivered and closed and left == 0
+        return delivered and closed and lost == 0
 
 
 def _call_with_deadline(fn: object, timeout_s: float) -> bool:
