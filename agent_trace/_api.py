@@ -38,6 +38,7 @@ def configure(
     export_timeout_s: float | None = None,
     exit_timeout_s: float | None = None,
     prometheus_port: int | None = None,
+    otlp_metrics: bool | None = None,
     alert_policy: AlertPolicy | bool | None = None,
     _extra_sinks: Sequence[Any] = (),
     _metric_readers: Sequence[Any] = (),
@@ -84,6 +85,7 @@ def configure(
         export_timeout_s=export_timeout_s,
         exit_timeout_s=exit_timeout_s,
         prometheus_port=prometheus_port,
+        otlp_metrics=otlp_metrics,
     )
     previous = _runtime.current()
     if previous is not None:

@@ -128,6 +128,7 @@ class Settings:
     exit_timeout_s: float = 5.0
     prometheus_port: int | None = None
     prometheus_host: str = "127.0.0.1"
+    otlp_metrics: bool = False
 
     @property
     def sinks(self) -> tuple[str, ...]:
@@ -272,6 +273,7 @@ def resolve_settings(
     export_timeout_s: float | None = None,
     exit_timeout_s: float | None = None,
     prometheus_port: int | None = None,
+    otlp_metrics: bool | None = None,
 ) -> Settings:
     """Merge arguments with the environment and validate everything; raise on the first problem."""
     src = _Source(os.environ if env is None else env)
@@ -301,9 +303,14 @@ def resolve_settings(
             "use grpc or http (http/protobuf)",
         )
     protocol = _PROTOCOLS[protocol]
-    if endpoint and protocol == "http" and not signal_specific and otlp_endpoint is None:
-        # The base endpoint variable names the collector; the traces path is appended (OTLP spec).
-        endpoint = endpoint.rstrip("/") + "/v1/traces"
+    if endpoint and protocol == "http":
+        path = urllib.parse.urlsplit(endpoint).path
+        from_base_variable = not signal_specific and otlp_endpoint is None
+        if from_base_variable or (otlp_endpoint is not None and path in ("", "/")):
+            # A base endpoint names the collector; the traces path is appended (OTLP spec). The
+            # signal-specific variable is used as given (spec); so is an explicit argument,
+            # unless it names no path at all.
+            endpoint = endpoint.rstrip("/") + "/v1/traces"
 
     headers_raw, origin = src.pick(
         otlp_headers, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"
@@ -368,6 +375,21 @@ def resolve_settings(
     port_raw, origin = src.pick(prometheus_port, "AGENT_TRACE_PROMETHEUS_PORT")
     port = None if port_raw is None else _parse_int(port_raw, origin or "prometheus_port", 0, 65535)
 
+    metrics_raw, origin = src.pick(otlp_metrics, "OTEL_METRICS_EXPORTER")
+    if isinstance(metrics_raw, str):
+        exporters = {part.strip().lower() for part in metrics_raw.split(",") if part.strip()}
+        unknown = exporters - {"otlp", "prometheus", "none"}
+        if unknown:
+            raise _fail(origin or "otlp_metrics", metrics_raw, "unknown metrics exporter",
+                        "use otlp, prometheus or none (prometheus also needs "
+                        "AGENT_TRACE_PROMETHEUS_PORT)")
+        metrics_on = "otlp" in exporters
+    else:
+        metrics_on = bool(metrics_raw)
+    if metrics_on and not endpoint:
+        raise _fail(origin or "otlp_metrics", metrics_raw, "metrics over OTLP need an endpoint",
+                    "set OTEL_EXPORTER_OTLP_ENDPOINT, or turn OTLP metrics off")
+
     queue = whole(max_queue_size, "AGENT_TRACE_MAX_QUEUE_SIZE", 2048, 1, 1_000_000)
     batch = whole(max_export_batch_size, "AGENT_TRACE_MAX_EXPORT_BATCH_SIZE", 512, 1, 100_000)
     if batch > queue:
@@ -397,4 +419,5 @@ def resolve_settings(
         export_timeout_s=number(export_timeout_s, "AGENT_TRACE_EXPORT_TIMEOUT_S", 10.0, 0.1, 300),
         exit_timeout_s=number(exit_timeout_s, "AGENT_TRACE_EXIT_TIMEOUT_S", 5.0, 0.0, 300),
         prometheus_port=port,
+        otlp_metrics=metrics_on,
     )

@@ -141,7 +141,7 @@ class Pipeline:
 
     def _metric_readers(self, settings: Settings) -> list[MetricReader]:
         readers: list[MetricReader] = []
-        if settings.otlp_endpoint:
+        if settings.otlp_metrics and settings.otlp_endpoint:
             from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
             if settings.otlp_protocol == "grpc":

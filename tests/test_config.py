@@ -392,3 +392,22 @@ def test_batch_larger_than_queue_is_refused() -> None:
     message = config_error(max_queue_size=10, max_export_batch_size=20)
 
     assert message.startswith("max_export_batch_size=20")
+
+
+def test_explicit_http_endpoint_without_a_path_gets_the_traces_path() -> None:
+    bare = resolve_settings(env={}, otlp_endpoint="http://127.0.0.1:4318", otlp_protocol="http")
+    custom = resolve_settings(
+        env={}, otlp_endpoint="http://127.0.0.1:4318/collector/traces", otlp_protocol="http"
+    )
+    assert bare.otlp_endpoint == "http://127.0.0.1:4318/v1/traces"
+    assert custom.otlp_endpoint == "http://127.0.0.1:4318/collector/traces"
+
+
+def test_metrics_over_otlp_follow_otel_metrics_exporter() -> None:
+    base = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
+    assert resolve_settings(env=base).otlp_metrics is False
+    assert resolve_settings(env={**base, "OTEL_METRICS_EXPORTER": "otlp"}).otlp_metrics is True
+    with pytest.raises(ValueError, match="OTEL_METRICS_EXPORTER='statsd'.*Fix"):
+        resolve_settings(env={**base, "OTEL_METRICS_EXPORTER": "statsd"})
+    with pytest.raises(ValueError, match="need an endpoint"):
+        resolve_settings(env={"OTEL_METRICS_EXPORTER": "otlp"})
