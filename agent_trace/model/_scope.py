@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -74,6 +75,9 @@ class Scope:
         self._token: object | None = None
         self._session_token: contextvars.Token[Session | None] | None = None
         self._start_s = 0.0
+        # The process that started the span: a forked child inherits open scopes, and ending
+        # them there would export a second copy of the parent's span (same ids).
+        self._pid = 0
 
     # -- public -------------------------------------------------------------------------------
 
@@ -159,6 +163,7 @@ class Scope:
             record_exception=False,
             set_status_on_exception=False,
         )
+        self._pid = os.getpid()
 
     def __enter__(self) -> Any:
         try:
@@ -215,6 +220,9 @@ class Scope:
 
     def _finish(self, exc: BaseException | None) -> None:
         span = self._span
+        if self._pid and self._pid != os.getpid():
+            # Inherited through fork: the parent process owns this span and ends it.
+            return
         duration_s = time.perf_counter() - self._start_s
         recording = span.is_recording() and self._pipeline is not None
         if exc is not None:
@@ -222,7 +230,24 @@ class Scope:
         self._on_exit(exc, duration_s, recording)
         # Only a span this scope started records; a reused sampled-out parent never does.
         if recording:
+            if getattr(span, "dropped_attributes", 0):
+                self._restore_identity()
             span.end()
+
+    def _restore_identity(self) -> None:
+        """Set the attributes every span must carry again after the limit pushed them out.
+
+        The SDK makes room for a new attribute by dropping the oldest one, and ours are set
+        first; setting them again drops (and counts) the oldest of the caller's instead.
+        """
+        pipeline = self._pipeline
+        if pipeline is None:
+            return
+        identity = self._common_attributes(pipeline)
+        for key in _IDENTITY_KEYS:
+            if key in self._attrs:
+                identity[key] = self._attrs[key]
+        self._span.set_attributes(identity)
 
     def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:
         """Subclass hook: add end-of-scope attributes and record metrics."""
@@ -260,6 +285,10 @@ class Scope:
                 from agent_trace.model.compliance import report_violation
 
                 report_violation(exc, self)  # type: ignore[arg-type]
+
+
+# Attributes that name what a span is; they outrank the caller's extras when the limit is hit.
+_IDENTITY_KEYS = (A.OPERATION_NAME, A.AGENT_NAME, A.WORKFLOW_NAME)
 
 
 def _mark(exc: BaseException) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import threading
 import uuid
 import weakref
@@ -70,8 +71,11 @@ class Session(Scope):
 
     def set_outcome(self, outcome: str) -> None:
         """Record how the session ended (approved, rejected, blocked, escalated, failed...)."""
-        self.outcome = outcome
-        self.set_attribute(A.SESSION_OUTCOME, outcome)
+        # Kept as text by the attribute rule: it also labels the sessions metric, which takes
+        # no other type (and must never call a caller's failing __str__ again).
+        converted = A.to_attribute(outcome)
+        self.outcome = None if converted is None else str(converted)
+        self.set_attribute(A.SESSION_OUTCOME, self.outcome)
 
     def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:
         with _open_lock:
@@ -93,7 +97,7 @@ class Session(Scope):
 
     def _end_incomplete(self) -> None:
         """End a session still open at interpreter exit, marked incomplete, so it is exported."""
-        if not self._span.is_recording():
+        if not self._span.is_recording() or self._pid != os.getpid():
             return
         self._span.set_attribute(A.SESSION_INCOMPLETE, True)
         self._span.set_attribute(A.SESSION_OUTCOME, self.outcome or "incomplete")
