@@ -380,15 +380,22 @@ def resolve_settings(
         exporters = {part.strip().lower() for part in metrics_raw.split(",") if part.strip()}
         unknown = exporters - {"otlp", "prometheus", "none"}
         if unknown:
-            raise _fail(origin or "otlp_metrics", metrics_raw, "unknown metrics exporter",
-                        "use otlp, prometheus or none (prometheus also needs "
-                        "AGENT_TRACE_PROMETHEUS_PORT)")
+            raise _fail(
+                origin or "otlp_metrics",
+                metrics_raw,
+                "unknown metrics exporter",
+                "use otlp, prometheus or none (prometheus also needs AGENT_TRACE_PROMETHEUS_PORT)",
+            )
         metrics_on = "otlp" in exporters
     else:
         metrics_on = bool(metrics_raw)
     if metrics_on and not endpoint:
-        raise _fail(origin or "otlp_metrics", metrics_raw, "metrics over OTLP need an endpoint",
-                    "set OTEL_EXPORTER_OTLP_ENDPOINT, or turn OTLP metrics off")
+        raise _fail(
+            origin or "otlp_metrics",
+            metrics_raw,
+            "metrics over OTLP need an endpoint",
+            "set OTEL_EXPORTER_OTLP_ENDPOINT, or turn OTLP metrics off",
+        )
 
     queue = whole(max_queue_size, "AGENT_TRACE_MAX_QUEUE_SIZE", 2048, 1, 1_000_000)
     batch = whole(max_export_batch_size, "AGENT_TRACE_MAX_EXPORT_BATCH_SIZE", 512, 1, 100_000)

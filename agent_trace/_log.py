@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-__all__ = ["warn_once", "internal_error"]
+__all__ = ["internal_error", "warn_once"]
 
 _INTERVAL_S = 60.0
 _last_warned: dict[str, float] = {}
@@ -38,7 +38,9 @@ def internal_error(logger: logging.Logger, where: str) -> None:
         if last is not None and now - last < _INTERVAL_S:
             return
         _last_warned[key] = now
-    logger.warning("agent-trace: internal error in %s; tracing skipped this step", where, exc_info=True)
+    logger.warning(
+        "agent-trace: internal error in %s; tracing skipped this step", where, exc_info=True
+    )
 
 
 def _reset_for_tests() -> None:

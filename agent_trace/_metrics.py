@@ -14,10 +14,23 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
-__all__ = ["Metrics", "DURATION_BUCKETS_S", "build_meter_provider"]
+__all__ = ["DURATION_BUCKETS_S", "Metrics", "build_meter_provider"]
 
 DURATION_BUCKETS_S = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 
@@ -36,13 +49,17 @@ class Metrics:
 
     def __init__(self, meter: Meter, dropped: Callable[[], dict[tuple[str, str], int]]) -> None:
         self.compliance_checks = meter.create_counter(
-            "agent_trace.compliance.checks", unit="{check}", description="Constitutional checks by result"
+            "agent_trace.compliance.checks",
+            unit="{check}",
+            description="Constitutional checks by result",
         )
         self.violations = meter.create_counter(
             "agent_trace.violations", unit="{violation}", description="Constitutional violations"
         )
         self.rounds = meter.create_counter(
-            "agent_trace.consensus.rounds", unit="{round}", description="Consensus rounds by outcome"
+            "agent_trace.consensus.rounds",
+            unit="{round}",
+            description="Consensus rounds by outcome",
         )
         self.round_duration = meter.create_histogram(
             "agent_trace.consensus.round.duration", unit="s", description="Consensus round duration"

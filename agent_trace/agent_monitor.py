@@ -34,8 +34,12 @@ __all__ = [
 class AgentMonitor:
     """A bounded registry of sessions opened with `start_coordination_session`."""
 
-    def __init__(self, max_open_sessions: int = 10_000, max_age_s: float = 3600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_open_sessions: int = 10_000,
+        max_age_s: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_open_sessions < 1:
             raise ValueError(f"max_open_sessions={max_open_sessions!r}: must be at least 1")
         self.max_open_sessions = max_open_sessions
@@ -49,13 +53,18 @@ class AgentMonitor:
     def open_sessions(self) -> int:
         return len(self._open)
 
-    def start_coordination_session(self, session_id: str, task_type: str,
-                                   agents: Sequence[str] = (),
-                                   complexity_score: float | None = None,
-                                   **attrs: Any) -> Session:
+    def start_coordination_session(
+        self,
+        session_id: str,
+        task_type: str,
+        agents: Sequence[str] = (),
+        complexity_score: float | None = None,
+        **attrs: Any,
+    ) -> Session:
         """Open a session span now; complete it later by id, from any thread or task."""
-        session = Session(task_type, session_id=session_id, agents=agents,
-                          complexity=complexity_score, **attrs)
+        session = Session(
+            task_type, session_id=session_id, agents=agents, complexity=complexity_score, **attrs
+        )
         # Not entered as a context manager: start and completion may happen in different
         # tasks, so the session is not made current here (pass it on, or use `with`).
         session._start()
@@ -67,8 +76,9 @@ class AgentMonitor:
             self._abandon(old)
         return session
 
-    def complete_coordination_session(self, session_id: str, success: bool, *,
-                                      outcome: str | None = None, **attrs: Any) -> bool:
+    def complete_coordination_session(
+        self, session_id: str, success: bool, *, outcome: str | None = None, **attrs: Any
+    ) -> bool:
         """End the session; returns False when no open session has that id."""
         with self._lock:
             entry = self._open.pop(session_id, None)
@@ -102,16 +112,22 @@ class AgentMonitor:
 default_monitor = AgentMonitor()
 
 
-def start_coordination_session(session_id: str, task_type: str, agents: Sequence[str] = (),
-                               complexity_score: float | None = None, **attrs: Any) -> Session:
+def start_coordination_session(
+    session_id: str,
+    task_type: str,
+    agents: Sequence[str] = (),
+    complexity_score: float | None = None,
+    **attrs: Any,
+) -> Session:
     """`AgentMonitor.start_coordination_session` on the process-wide default monitor."""
     return default_monitor.start_coordination_session(
         session_id, task_type, agents, complexity_score, **attrs
     )
 
 
-def complete_coordination_session(session_id: str, success: bool, *, outcome: str | None = None,
-                                  **attrs: Any) -> bool:
+def complete_coordination_session(
+    session_id: str, success: bool, *, outcome: str | None = None, **attrs: Any
+) -> bool:
     """`AgentMonitor.complete_coordination_session` on the process-wide default monitor."""
     return default_monitor.complete_coordination_session(
         session_id, success, outcome=outcome, **attrs

@@ -131,7 +131,9 @@ class AlertPolicy:
         percent = f"{rate * 100:.1f} %"
         limit = f"{self.compliance_threshold * 100:.1f} %"
         if change == "alert":
-            message = f"Compliance rate {percent} is under {limit} ({total} checks, {self.window_s:g} s)"
+            message = (
+                f"Compliance rate {percent} is under {limit} ({total} checks, {self.window_s:g} s)"
+            )
             level = "warning"
         else:
             message = f"Compliance rate recovered: {percent} (threshold {limit})"
@@ -145,8 +147,15 @@ class AlertPolicy:
             trace=trace,
         )
 
-    def target(self, name: str, met: bool, actual: float, threshold: float, unit: str,
-               trace: dict[str, str] | None) -> None:
+    def target(
+        self,
+        name: str,
+        met: bool,
+        actual: float,
+        threshold: float,
+        unit: str,
+        trace: dict[str, str] | None,
+    ) -> None:
         if met:
             return
         now = self.clock()
@@ -164,8 +173,11 @@ class AlertPolicy:
     def flush(self) -> None:
         """Send the aggregates still pending (called by `force_flush` and `shutdown`)."""
         with self._lock:
-            pending = [(n, s.count, s.worst, s.threshold, s.unit, s.trace)
-                       for n, s in self._breaches.items() if s.count]
+            pending = [
+                (n, s.count, s.worst, s.threshold, s.unit, s.trace)
+                for n, s in self._breaches.items()
+                if s.count
+            ]
             for _, state in self._breaches.items():
                 state.count, state.worst = 0, 0.0
         for name, count, worst, threshold, unit, trace in pending:
@@ -173,8 +185,15 @@ class AlertPolicy:
 
     # -- output -------------------------------------------------------------------------------
 
-    def _send_breaches(self, name: str, count: int, worst: float, threshold: float, unit: str,
-                       trace: dict[str, str] | None) -> None:
+    def _send_breaches(
+        self,
+        name: str,
+        count: int,
+        worst: float,
+        threshold: float,
+        unit: str,
+        trace: dict[str, str] | None,
+    ) -> None:
         self._send(
             f"Performance target {name} missed {count} time(s); worst {worst:g} {unit} "
             f"(target {threshold:g} {unit})",
@@ -185,8 +204,16 @@ class AlertPolicy:
             trace=trace,
         )
 
-    def _send(self, message: str, *, level: str, fingerprint: list[str], tags: dict[str, str],
-              extra: dict[str, Any], trace: dict[str, str] | None) -> None:
+    def _send(
+        self,
+        message: str,
+        *,
+        level: str,
+        fingerprint: list[str],
+        tags: dict[str, str],
+        extra: dict[str, Any],
+        trace: dict[str, str] | None,
+    ) -> None:
         if self._sink is None:
             return
         event: dict[str, Any] = {

@@ -54,9 +54,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     example = load_example()
     try:
-        constitution = example.load_constitution(
-            args.constitution, expected_hash=_expected_hash()
-        )
+        constitution = example.load_constitution(args.constitution, expected_hash=_expected_hash())
         proposals = example.load_proposals(args.proposals)
     except ValueError as exc:
         print(f"agent-trace demo: {exc}", file=sys.stderr)

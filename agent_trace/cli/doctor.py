@@ -49,9 +49,8 @@ def run(args: argparse.Namespace) -> int:
     assert pipeline is not None
     print(f"service {settings.service_name}; sinks: {', '.join(settings.sinks)}")
     drops_before = agent_trace.dropped_spans()
-    with agent_trace.session("doctor", agents=["doctor"]) as session:
-        with session.turn("doctor"):
-            pass
+    with agent_trace.session("doctor", agents=["doctor"]) as session, session.turn("doctor"):
+        pass
     trace_id = session.trace_id
     print(f"sent test trace {trace_id}")
     agent_trace.force_flush(timeout_s=args.timeout)

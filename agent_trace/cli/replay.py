@@ -19,8 +19,13 @@ from agent_trace._config import ConfigurationError, resolve_settings
 from agent_trace.cli._common import add_sink_options, config_error, describe_sinks, sink_kwargs
 from agent_trace.tracefile import SpanRecord, TraceFileError, iter_spans
 
-_KINDS = {1: SpanKind.INTERNAL, 2: SpanKind.SERVER, 3: SpanKind.CLIENT, 4: SpanKind.PRODUCER,
-          5: SpanKind.CONSUMER}
+_KINDS = {
+    1: SpanKind.INTERNAL,
+    2: SpanKind.SERVER,
+    3: SpanKind.CLIENT,
+    4: SpanKind.PRODUCER,
+    5: SpanKind.CONSUMER,
+}
 _STATUS = {0: StatusCode.UNSET, 1: StatusCode.OK, 2: StatusCode.ERROR}
 _SCOPE = InstrumentationScope("agent_trace.replay")
 
@@ -46,12 +51,20 @@ def to_readable(record: SpanRecord, resources: dict[int, Resource]) -> ReadableS
     if resource is None:
         resource = Resource(to_attributes(dict(record.resource)))
         resources[id(record.resource)] = resource
-    context = SpanContext(int(record.trace_id, 16), int(record.span_id, 16), is_remote=False,
-                          trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    context = SpanContext(
+        int(record.trace_id, 16),
+        int(record.span_id, 16),
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
     parent = None
     if record.parent_span_id:
-        parent = SpanContext(int(record.trace_id, 16), int(record.parent_span_id, 16),
-                             is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        parent = SpanContext(
+            int(record.trace_id, 16),
+            int(record.parent_span_id, 16),
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
     return ReadableSpan(
         name=record.name,
         context=context,
@@ -60,8 +73,9 @@ def to_readable(record: SpanRecord, resources: dict[int, Resource]) -> ReadableS
         attributes=to_attributes(record.attributes),
         events=[Event(e.name, to_attributes(e.attributes), e.time_ns) for e in record.events],
         kind=_KINDS.get(record.kind, SpanKind.INTERNAL),
-        status=Status(_STATUS.get(record.status_code, StatusCode.UNSET),
-                      record.status_message or None),
+        status=Status(
+            _STATUS.get(record.status_code, StatusCode.UNSET), record.status_message or None
+        ),
         start_time=record.start_ns,
         end_time=record.end_ns,
         instrumentation_scope=_SCOPE,
@@ -82,8 +96,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         return config_error(exc)
     if not settings.sinks:
-        print("agent-trace replay: no sink configured; give --otlp-endpoint or --sentry-dsn "
-              "(or OTEL_EXPORTER_OTLP_ENDPOINT / SENTRY_DSN)", file=sys.stderr)
+        print(
+            "agent-trace replay: no sink configured; give --otlp-endpoint or --sentry-dsn "
+            "(or OTEL_EXPORTER_OTLP_ENDPOINT / SENTRY_DSN)",
+            file=sys.stderr,
+        )
         return 2
     try:
         stream = iter_spans(args.file, strict=args.strict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-__all__ = ["DropCounter", "QUEUE_FULL", "EXPORT_FAILED", "AFTER_SHUTDOWN", "SHUTDOWN_TIMEOUT"]
+__all__ = ["AFTER_SHUTDOWN", "EXPORT_FAILED", "QUEUE_FULL", "SHUTDOWN_TIMEOUT", "DropCounter"]
 
 QUEUE_FULL = "queue_full"
 EXPORT_FAILED = "export_failed"

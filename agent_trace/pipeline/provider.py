@@ -18,10 +18,10 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.util.types import Attributes
 
-from agent_trace._version import __version__
 from agent_trace._attributes import MAX_VALUE_LENGTH
+from agent_trace._version import __version__
 
-__all__ = ["build_provider", "DelegatingTracerProvider", "SPAN_LIMITS"]
+__all__ = ["SPAN_LIMITS", "DelegatingTracerProvider", "build_provider"]
 
 # Limits for every span: a consensus round over hundreds of agents keeps its first 128
 # attributes/links/events and counts the rest as dropped instead of growing without bound.
@@ -102,7 +102,13 @@ class _DelegatingTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         return self._tracer().start_span(
-            name, context, kind, attributes, links, start_time, record_exception,
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
             set_status_on_exception,
         )
 
@@ -120,7 +126,14 @@ class _DelegatingTracer(trace.Tracer):
         end_on_exit: bool = True,
     ) -> Iterator[trace.Span]:
         with self._tracer().start_as_current_span(
-            name, context, kind, attributes, links, start_time, record_exception,
-            set_status_on_exception, end_on_exit,
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+            end_on_exit,
         ) as span:
             yield span
