@@ -7,8 +7,7 @@ pipeline for a tracer on each call; agent-trace's own model holds the SDK tracer
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -112,7 +111,6 @@ class _DelegatingTracer(trace.Tracer):
             set_status_on_exception,
         )
 
-    @contextmanager
     def start_as_current_span(
         self,
         name: str,
@@ -124,8 +122,8 @@ class _DelegatingTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> Iterator[trace.Span]:
-        with self._tracer().start_as_current_span(
+    ) -> Any:
+        return self._tracer().start_as_current_span(
             name,
             context,
             kind,
@@ -135,5 +133,4 @@ class _DelegatingTracer(trace.Tracer):
             record_exception,
             set_status_on_exception,
             end_on_exit,
-        ) as span:
-            yield span
+        )
