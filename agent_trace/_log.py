@@ -43,6 +43,36 @@ def internal_error(logger: logging.Logger, where: str) -> None:
     )
 
 
+class _RepeatFilter(logging.Filter):
+    """Lets each message template of a logger through at most once a minute."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        key = f"sdk:{record.name}:{record.msg}"
+        now = time.monotonic()
+        with _lock:
+            last = _last_warned.get(key)
+            if last is not None and now - last < _INTERVAL_S:
+                return False
+            _last_warned[key] = now
+        return True
+
+
+# The SDK warns once per attribute it drops or cannot convert: a 300-agent round would print
+# hundreds of identical lines into the host program's log.
+_SDK_LOGGERS = ("opentelemetry.attributes", "opentelemetry.sdk.trace")
+_repeat_filter = _RepeatFilter()
+
+
+def rate_limit_sdk_warnings() -> None:
+    """Limit the SDK's per-attribute warnings to one per message a minute (idempotent)."""
+    for name in _SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if _repeat_filter not in logger.filters:
+            logger.addFilter(_repeat_filter)
+
+
 def _reset_for_tests() -> None:
     with _lock:
         _last_warned.clear()

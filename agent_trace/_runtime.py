@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from agent_trace._config import Settings
 from agent_trace.alerts import AlertPolicy, SentryAlertSink
-from agent_trace._log import internal_error
+from agent_trace._log import internal_error, rate_limit_sdk_warnings
 from agent_trace._metrics import Metrics, build_meter_provider
 from agent_trace._version import __version__
 from agent_trace.pipeline.drops import DropCounter
@@ -267,6 +269,30 @@ def _install_globals() -> None:
             "other instrumentation go there, agent-trace's own spans still go to its sinks"
         )
     atexit.register(_at_exit)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+    rate_limit_sdk_warnings()
+
+
+class _ForkAnchor:
+    """A long-lived object for multiprocessing's weak after-fork registry to hold on to."""
+
+
+_fork_anchor = _ForkAnchor()
+
+
+def _after_fork_in_child() -> None:
+    # multiprocessing ends a forked worker with os._exit(), which skips atexit: the spans the
+    # worker finished would be lost. Its own exit finalizers do run, but it clears them right
+    # after the fork, so register one from its after-fork hook, which runs after that reset.
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.register_after_fork(_fork_anchor, _flush_at_worker_exit)
+
+
+def _flush_at_worker_exit(anchor: _ForkAnchor) -> None:
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.Finalize(anchor, _at_exit, exitpriority=100)
 
 
 def add_exit_hook(hook: Callable[[], None]) -> None:
