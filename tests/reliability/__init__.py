@@ -1,0 +1,1 @@
+"""Reliability and security: concurrency, outages, fork, exit, bad input and secrets."""
