@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -60,24 +62,40 @@ class OtlpSink:
     ) -> None:
         self.name = name
         self._shown = shown_endpoint or endpoint
-        self._exporter: SpanExporter
+        self._settings = (endpoint, protocol, dict(headers), timeout_s)
+        self._exporter: SpanExporter = self._build()
+        # Exporters a forked child replaced; kept so that the child never closes them.
+        self._inherited: list[SpanExporter] = []
+        sink = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (s := sink()) is not None and s._after_fork())
+
+    def _build(self) -> SpanExporter:
+        endpoint, protocol, headers, timeout_s = self._settings
         if protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
                 OTLPSpanExporter as GrpcExporter,
             )
 
             insecure = endpoint.startswith("http://")
-            self._exporter = GrpcExporter(
-                endpoint=endpoint, insecure=insecure, headers=dict(headers), timeout=timeout_s
+            return GrpcExporter(
+                endpoint=endpoint, insecure=insecure, headers=headers, timeout=timeout_s
             )
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-                OTLPSpanExporter as HttpExporter,
-            )
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpExporter,
+        )
 
-            self._exporter = HttpExporter(
-                endpoint=endpoint, headers=dict(headers), timeout=timeout_s
-            )
+        return HttpExporter(endpoint=endpoint, headers=headers, timeout=timeout_s)
+
+    def _after_fork(self) -> None:
+        # A forked child must not write into the parent's keep-alive connections (their
+        # requests would interleave on one socket) nor use its gRPC channel: start afresh.
+        inherited, self._exporter = self._exporter, self._build()
+        session = getattr(inherited, "_session", None)
+        if session is not None:
+            # Closing the child's copies of the sockets leaves the parent's connections open.
+            session.close()
+        else:
+            self._inherited.append(inherited)
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
         return self._exporter.export(spans) is SpanExportResult.SUCCESS
