@@ -85,15 +85,19 @@ class ChildResult:
 
 
 def run_child(
-    script: str | Path, *args: str, env: Mapping[str, str] | None = None, timeout_s: float = 60
+    script: str | Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 60,
+    warnings: str = "default",
 ) -> ChildResult:
     """Run a Python script (a file under tests/reliability/ or source text) in a fresh process.
 
-    The child gets no OTEL_*/SENTRY_* variables of ours, and imports this checkout.
+    The child gets no OTEL_*/SENTRY_* variables of ours, and imports this checkout. By default
+    every warning is shown, including those the interpreter hides (ResourceWarning...).
     """
     child_env = scrubbed_env({"PYTHONPATH": str(REPO), **(env or {})})
-    # Warnings the interpreter would hide by default are shown, so the test sees them.
-    child_env["PYTHONWARNINGS"] = "default"
+    child_env["PYTHONWARNINGS"] = warnings
     if isinstance(script, Path):
         command = [sys.executable, str(script), *args]
     else:
