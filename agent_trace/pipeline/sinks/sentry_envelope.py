@@ -3,8 +3,9 @@
 Children usually end before their parent, so the sink parks each finished span's subtree under
 its parent's id until that parent ends; a span with no local parent closes a transaction. A
 subtree whose parent never arrives (a span left open, a background task outliving its
-request) is sent as a transaction of its own at the next flush or when the parking area is
-full: it keeps its `parent_span_id`, so Sentry still places it in the trace.
+request) is sent as a transaction of its own at the next flush or, the one idle longest first,
+when the parking area is full: it keeps its `parent_span_id`, so Sentry still places it in
+the trace.
 """
 
 from __future__ import annotations
@@ -168,6 +169,9 @@ class SentryEnvelopeSink:
                 bucket.append(span_to_sentry(span))
                 bucket.extend(descendants)
                 self._parked_count += 1 + len(descendants)
+                # Overflow evicts the bucket idle longest, not the oldest: a long session whose
+                # turns keep finishing stays parked while crashed agents' leftovers go first.
+                self._parked.move_to_end(parent_id)
                 # Remember the topmost finished span of the bucket in case the parent never comes.
                 self._parked_roots.setdefault(parent_id, span)
             while self._parked_count > self._max_parked and self._parked:
