@@ -34,7 +34,11 @@ def vote_side(value: Any) -> str:
         return "against"
     if value is None:
         return "abstain"
-    text = str(value).strip().lower()
+    try:
+        text = str(value).strip().lower()
+    except Exception:
+        # A value that cannot be shown as text (its __str__ fails) is no recognisable vote.
+        return "abstain"
     if text in _FOR:
         return "for"
     if text in _AGAINST:
@@ -166,7 +170,10 @@ class ConsensusRound(Scope):
         self, value: Any, weight: float, confidence: float | None, rationale: str | None
     ) -> dict[str, Any]:
         attrs: dict[str, Any] = {
-            A.VOTE + "value": value if isinstance(value, (str, bool, int, float)) else str(value),
+            # Converted by the attribute rule, which survives a failing __str__.
+            A.VOTE + "value": value
+            if isinstance(value, (str, bool, int, float))
+            else A.to_attribute(value),
             A.VOTE + "side": vote_side(value),
             A.VOTE + "weight": weight,
             A.VOTE + "confidence": confidence,
