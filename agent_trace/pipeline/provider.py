@@ -7,6 +7,7 @@ pipeline for a tracer on each call; agent-trace's own model holds the SDK tracer
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.util.types import Attributes
 
@@ -34,6 +36,30 @@ SPAN_LIMITS = SpanLimits(
 )
 
 
+class SystemRandomIdGenerator(IdGenerator):
+    """Trace and span ids from the operating system's random source.
+
+    The SDK's default draws from the `random` module, whose state the host program owns: an
+    agent simulation that calls `random.seed(0)` for reproducible runs would give every run
+    the same trace ids, and the backends would merge unrelated traces.
+    """
+
+    def __init__(self) -> None:
+        self._random = random.SystemRandom()
+
+    def generate_span_id(self) -> int:
+        while True:
+            span_id = self._random.getrandbits(64)
+            if span_id:
+                return span_id
+
+    def generate_trace_id(self) -> int:
+        while True:
+            trace_id = self._random.getrandbits(128)
+            if trace_id:
+                return trace_id
+
+
 def build_provider(
     service_name: str, sample_rate: float, resource_attributes: Mapping[str, str]
 ) -> TracerProvider:
@@ -45,6 +71,7 @@ def build_provider(
         sampler=ParentBased(TraceIdRatioBased(sample_rate)),
         resource=Resource.create(attrs),
         span_limits=SPAN_LIMITS,
+        id_generator=SystemRandomIdGenerator(),
         shutdown_on_exit=False,
     )
 
