@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.trace import Status
+from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import AttributeValue
 
 from agent_trace._attributes import CONTENT_KEYS
@@ -200,12 +200,13 @@ class Scrubber:
         """Return `span` itself when clean, else a scrubbed copy with the same ids."""
         attrs, touched = self.attributes(span.attributes)
         events, events_changed = self._events(span.events)
+        links, links_changed = self._links(span.links)
         status = span.status
         if status.description:
             description = scrub_text(status.description)
             if description != status.description:
                 status = Status(status.status_code, description)
-        if attrs is None and not events_changed and status is span.status:
+        if attrs is None and not events_changed and not links_changed and status is span.status:
             return span
 
         new_attrs = dict(attrs if attrs is not None else (span.attributes or {}))
@@ -218,7 +219,7 @@ class Scrubber:
             resource=span.resource,
             attributes=new_attrs,
             events=events,
-            links=span.links,
+            links=links,
             kind=span.kind,
             status=status,
             start_time=span.start_time,
@@ -241,6 +242,21 @@ class Scrubber:
         if isinstance(stack, str):
             out["exception.stacktrace"] = stack.replace(message, CONTENT_PLACEHOLDER)
         return out
+
+    def _links(self, links: Sequence[Link]) -> tuple[Sequence[Link], bool]:
+        """Link attributes are exported like span attributes, so they are scrubbed alike."""
+        if not links:
+            return links, False
+        changed = False
+        out: list[Link] = []
+        for link in links:
+            attrs, _ = self.attributes(link.attributes)
+            if attrs is None:
+                out.append(link)
+                continue
+            changed = True
+            out.append(Link(link.context, attrs))
+        return out, changed
 
     def _events(self, events: Sequence[Event]) -> tuple[Sequence[Event], bool]:
         if not events:
