@@ -167,3 +167,23 @@ def test_content_markers_appear_in_no_exported_byte(
     assert {"vote a", "vote b", "invoke_agent researcher", "policy_check privacy"} <= names
     assert b"invoke_agent researcher" in exported.otlp
     assert b"policy_check privacy" in exported.sentry
+
+
+# -- found by attacking the finished library -----------------------------------------------
+
+
+def test_link_attributes_are_scrubbed_like_span_attributes() -> None:
+    from opentelemetry import trace
+
+    from agent_trace.testing import capture_spans
+
+    with capture_spans() as captured:
+        with agent_trace.session("review") as s:
+            s.span.add_link(
+                trace.SpanContext(1, 2, is_remote=True),
+                {"peer.auth.token": BEARER, "note": f"from {EMAIL}", "peer.url": PEER_URL},
+            )
+    [link] = captured.one("invoke_workflow review").links
+    values = " ".join(str(v) for v in link.attributes.values())
+    assert [secret for secret in SECRETS if secret in values] == []
+    assert link.attributes["peer.auth.token"] == "[REDACTED]"
