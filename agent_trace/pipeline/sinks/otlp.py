@@ -67,7 +67,13 @@ class OtlpSink:
         # Exporters a forked child replaced; kept so that the child never closes them.
         self._inherited: list[SpanExporter] = []
         sink = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (s := sink()) is not None and s._after_fork())
+
+        def after_fork() -> None:
+            alive = sink()
+            if alive is not None:
+                alive._after_fork()
+
+        os.register_at_fork(after_in_child=after_fork)
 
     def _build(self) -> SpanExporter:
         endpoint, protocol, headers, timeout_s = self._settings
