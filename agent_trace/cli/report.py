@@ -7,18 +7,25 @@ the timeline). Memory does not grow with the number of spans:
 - per agent, turn latencies in a reservoir of `RESERVOIR_SIZE` samples: quantiles are exact
   while an agent has at most that many turns and estimated from a uniform random sample (fixed
   seed, so reports are repeatable) beyond; count, mean, min, max and the histogram stay exact;
-- one small integer per session that held a consensus round (the round that reached
-  agreement), for at most `MAX_TRACKED_SESSIONS` sessions; further sessions are counted as
-  untracked;
-- votes wait for the round they belong to; the SDK exports a round after its votes, so a vote
-  is held only while its round is still open (at most `MAX_OPEN_ROUNDS` rounds).
+- rounds wait for their session's root span, and votes for their round: the SDK exports a
+  span after its children, so only sessions and rounds still open are held (at most
+  `MAX_OPEN_SESSIONS` and `MAX_OPEN_ROUNDS`; more are counted as untracked). The ids of the
+  last `RECENTLY_CLOSED` sessions are kept so that a round written after its session's root
+  is counted as late instead of as a new session.
 
 Quantiles use the nearest-rank definition: p95 is the smallest sample with at least 95% of
 samples at or below it.
 
-Dissent: in a round that reached consensus, the decision is the vote value with the largest
-total weight (abstentions aside); a vote for another value is dissent. Rounds without
-consensus, or with a tie, decide nothing and count no dissent.
+Rounds to agreement: per session, the number of the first round that reached consensus (or
+"never"). A round without `agent_trace.consensus.round` takes its position among the
+session's rounds by start time.
+
+Dissent: in a round that reached consensus, each agent's last vote counts. A vote dissents
+when its side (`agent_trace.vote.side`, for or against) is not the side of the round's
+`agent_trace.consensus.decision` (approve or reject); for any other decision text, when its
+value differs from the decision. Without a recorded decision, the decision is the vote value
+with the largest total weight, and a tie decides nothing. Abstentions never dissent; rounds
+without consensus count no dissent.
 
 Exit codes: 0 report written; 1 the file holds no spans, or `--session` names no session;
 2 usage error, missing or unreadable file, a malformed line with `--strict`, or the HTML file
@@ -36,11 +43,11 @@ import os
 import random
 import sys
 import tempfile
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from agent_trace.cli.show import format_duration, problem_printer
 from agent_trace.tracefile import (
@@ -57,7 +64,8 @@ from agent_trace.tracefile import (
 
 __all__ = [
     "MAX_OPEN_ROUNDS",
-    "MAX_TRACKED_SESSIONS",
+    "MAX_OPEN_SESSIONS",
+    "RECENTLY_CLOSED",
     "RESERVOIR_SIZE",
     "ReportBuilder",
     "add_parser",
@@ -69,8 +77,9 @@ __all__ = [
 
 EXIT_OK, EXIT_NO_DATA, EXIT_USAGE = 0, 1, 2
 RESERVOIR_SIZE = 10_000
-MAX_TRACKED_SESSIONS = 1_000_000
+MAX_OPEN_SESSIONS = 100_000
 MAX_OPEN_ROUNDS = 100_000
+RECENTLY_CLOSED = 10_000
 TIMELINE_MAX_SPANS = 2_000
 QUANTILES = (50, 95, 99)
 
@@ -83,6 +92,7 @@ _COMPLIANCE = "agent_trace.compliance."
 _CONSENSUS = "agent_trace.consensus."
 _TARGET = "agent_trace.target."
 _ABSTAIN = "abstain"
+_DECISION_SIDES = {"approve": "for", "reject": "against"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -295,9 +305,12 @@ class ReportBuilder:
         self.violations: Counter[tuple[str, str]] = Counter()
 
         self.round_outcomes: Counter[tuple[str, str]] = Counter()
-        self.agreement_round: dict[str, int] = {}
+        self.open_sessions: dict[str, list[_Round]] = {}
+        self.recently_closed: OrderedDict[str, None] = OrderedDict()
+        self.agreement: Counter[int | None] = Counter()
+        self.late_rounds = 0
         self.untracked_rounds = 0
-        self.open_votes: dict[str, list[tuple[str, str, float]]] = {}
+        self.open_votes: dict[str, list[_Vote]] = {}
         self.votes_per_agent: Counter[str] = Counter()
         self.judged_votes: Counter[str] = Counter()
         self.dissent: Counter[str] = Counter()
@@ -345,6 +358,8 @@ class ReportBuilder:
         self.session_durations.add(span.duration_ns)
         session_id = span.attributes.get(_CONVERSATION_ID)
         session_id = str(session_id) if session_id is not None else None
+        if session_id is not None:
+            self._close_session(session_id)
         if self.slowest is None or span.duration_ns > self.slowest[0]:
             self.slowest = (span.duration_ns, span.trace_id, session_id)
         if session_id is not None and session_id == self.timeline_session:
@@ -370,6 +385,15 @@ class ReportBuilder:
             severity = attrs.get(_COMPLIANCE + "severity") or "(none)"
             self.violations[(str(kind), str(severity))] += 1
 
+    def _close_session(self, session_id: str) -> None:
+        rounds = self.open_sessions.pop(session_id, None)
+        if rounds:
+            self.agreement[_agreement_round(rounds)] += 1
+        self.recently_closed[session_id] = None
+        self.recently_closed.move_to_end(session_id)
+        if len(self.recently_closed) > RECENTLY_CLOSED:
+            self.recently_closed.popitem(last=False)
+
     def _round(self, span: SpanRecord) -> None:
         attrs = span.attributes
         algorithm = str(attrs.get(_CONSENSUS + "algorithm") or span.name.partition(" ")[2])
@@ -381,28 +405,29 @@ class ReportBuilder:
         if session_id is not None:
             key = str(session_id)
             number = attrs.get(_CONSENSUS + "round")
-            number = number if isinstance(number, int) and number > 0 else 1
-            known = self.agreement_round.get(key)
-            if known is None and len(self.agreement_round) >= MAX_TRACKED_SESSIONS:
+            number = number if isinstance(number, int) and number > 0 else None
+            rounds = self.open_sessions.get(key)
+            if key in self.recently_closed:
+                self.late_rounds += 1
+            elif rounds is None and len(self.open_sessions) >= MAX_OPEN_SESSIONS:
                 self.untracked_rounds += 1
-            elif consensus and (not known or number < known):
-                self.agreement_round[key] = number
-            elif known is None:
-                self.agreement_round[key] = 0  # rounds seen, no agreement yet
+            else:
+                if rounds is None:
+                    rounds = self.open_sessions[key] = []
+                rounds.append(_Round(span.start_ns, number, consensus))
 
         votes = self.open_votes.pop(span.span_id, [])
         if not consensus:
             return
-        decision = _decision(votes)
-        if decision is None:
+        decision = attrs.get(_CONSENSUS + "decision")
+        judged = _judge_votes(votes, str(decision).lower() if decision is not None else None)
+        if judged is None:
             self.undecided_rounds += 1
             return
         self.decided_rounds += 1
-        for agent, value, _weight in votes:
-            if value == _ABSTAIN:
-                continue
+        for agent, dissents in judged:
             self.judged_votes[agent] += 1
-            if value != decision:
+            if dissents:
                 self.dissent[agent] += 1
 
     def _vote(self, span: SpanRecord) -> None:
@@ -412,15 +437,24 @@ class ReportBuilder:
         value = attrs.get("agent_trace.vote.value")
         if value is None or span.parent_span_id is None:
             return
+        side = attrs.get("agent_trace.vote.side")
         weight = attrs.get("agent_trace.vote.weight")
-        weight = float(weight) if isinstance(weight, (int, float)) else 1.0
+        weight = float(weight) if _finite_number(weight) else 1.0
         waiting = self.open_votes.get(span.parent_span_id)
         if waiting is None:
             if len(self.open_votes) >= MAX_OPEN_ROUNDS:
                 self.unheld_votes += 1
                 return
             waiting = self.open_votes[span.parent_span_id] = []
-        waiting.append((agent, str(value).lower(), weight))
+        waiting.append(
+            _Vote(
+                agent,
+                span.end_ns,
+                str(value).lower(),
+                str(side) if side is not None else None,
+                weight,
+            )
+        )
 
     def _target(self, attrs: dict[str, Any]) -> None:
         name = str(attrs[_TARGET + "name"])
@@ -443,9 +477,12 @@ class ReportBuilder:
         violating = self.check_results.get("violation", 0)
         judged = compliant + violating
 
-        reached = Counter(self.agreement_round.values())
-        never = reached.pop(0, 0)
-        to_agreement = {str(n): reached[n] for n in sorted(reached)}
+        # Sessions whose root span is not in the file are judged on the rounds seen.
+        reached = self.agreement.copy()
+        for rounds in self.open_sessions.values():
+            reached[_agreement_round(rounds)] += 1
+        never = reached.pop(None, 0)
+        to_agreement = {str(n): reached[n] for n in sorted(n for n in reached if n is not None)}
         to_agreement["never"] = never
 
         dissent = {
@@ -511,8 +548,9 @@ class ReportBuilder:
                     {"algorithm": algorithm, "outcome": outcome, "count": count}
                     for (algorithm, outcome), count in sorted(self.round_outcomes.items())
                 ],
-                "sessions_with_rounds": len(self.agreement_round),
+                "sessions_with_rounds": sum(to_agreement.values()),
                 "rounds_to_agreement": to_agreement,
+                "late_rounds": self.late_rounds,
                 "untracked_rounds": self.untracked_rounds,
             },
             "dissent": {
@@ -539,11 +577,54 @@ class ReportBuilder:
         }
 
 
-def _decision(votes: Iterable[tuple[str, str, float]]) -> str | None:
+class _Round(NamedTuple):
+    start_ns: int
+    number: int | None
+    consensus: bool
+
+
+class _Vote(NamedTuple):
+    agent: str
+    end_ns: int
+    value: str
+    side: str | None
+    weight: float
+
+
+def _agreement_round(rounds: list[_Round]) -> int | None:
+    """The number of the session's first round that reached consensus; None for never."""
+    reached = [
+        round_.number or position
+        for position, round_ in enumerate(sorted(rounds, key=lambda r: r.start_ns), start=1)
+        if round_.consensus
+    ]
+    return min(reached, default=None)
+
+
+def _judge_votes(votes: list[_Vote], decision: str | None) -> list[tuple[str, bool]] | None:
+    """(agent, dissents) for each agent's last non-abstaining vote; None if nothing was decided."""
+    last: dict[str, _Vote] = {}
+    for vote in sorted(votes, key=lambda v: v.end_ns):
+        last[vote.agent] = vote
+    cast = [
+        v
+        for v in last.values()
+        if v.side != _ABSTAIN and not (v.side is None and v.value == _ABSTAIN)
+    ]
+    decided_side = _DECISION_SIDES.get(decision) if decision is not None else None
+    if decided_side is not None and all(v.side is not None for v in cast):
+        return [(v.agent, v.side != decided_side) for v in cast]
+    if decision is None:
+        decision = _plurality(cast)
+        if decision is None:
+            return None
+    return [(v.agent, v.value != decision) for v in cast]
+
+
+def _plurality(votes: list[_Vote]) -> str | None:
     weights: Counter[str] = Counter()
-    for _agent, value, weight in votes:
-        if value != _ABSTAIN:
-            weights[value] += weight
+    for vote in votes:
+        weights[vote.value] += vote.weight
     ranked = weights.most_common(2)
     if not ranked or (len(ranked) == 2 and math.isclose(ranked[0][1], ranked[1][1])):
         return None
@@ -623,8 +704,13 @@ def render_text(summary: dict[str, Any]) -> list[str]:
     violations = summary["violations"]
     if violations["total"]:
         lines.append("  violations by type and severity:")
-        for row in violations["by_type_severity"]:
-            lines.append(f"    {row['type']:<24} {row['severity']:<10} {row['count']:>6}")
+        rows = violations["by_type_severity"]
+        kind_w = max(len(row["type"]) for row in rows)
+        severity_w = max(len(row["severity"]) for row in rows)
+        for row in rows:
+            lines.append(
+                f"    {row['type']:<{kind_w}}  {row['severity']:<{severity_w}}  {row['count']:>6}"
+            )
 
     consensus = summary["consensus"]
     lines += ["", "Consensus"]
@@ -686,8 +772,11 @@ def render_text(summary: dict[str, Any]) -> list[str]:
 
 
 def _count_rows(counts: dict[str, int], total: int) -> list[str]:
+    width = max((len(name) for name in counts), default=0)
     return [
-        f"  {name:<24} {count:>7}  {count / total:6.1%}" if total else f"  {name:<24} {count:>7}"
+        f"  {name:<{width}}  {count:>7}  {count / total:6.1%}"
+        if total
+        else f"  {name:<{width}}  {count:>7}"
         for name, count in counts.items()
     ]
 

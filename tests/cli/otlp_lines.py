@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 AGENTS = ("ethics", "legal", "ops")
 OUTCOMES = ("approved", "rejected", "blocked", "escalated", "failed")
+SIDES = {"approve": "for", "reject": "against", "abstain": "abstain"}
 VIOLATIONS = (("privacy", "high"), ("data_leak", "high"), ("fairness", "medium"), ("harm", "low"))
 
 
@@ -183,24 +184,32 @@ def governance_session(rng: random.Random, ids: Ids, number: int, t0: int) -> li
     for round_number in (1, 2, 3):
         round_id = ids.span()
         round_start = cursor
-        votes = {agent: rng.choice(("approve", "approve", "reject", "abstain")) for agent in AGENTS}
-        for agent, value in votes.items():
-            cursor += rng.randint(1_000, 50_000)
-            vote_attrs = {
-                **common,
-                "sentry.op": "agent_trace.vote",
-                "gen_ai.agent.name": agent,
-                "agent_trace.vote.value": value,
-                "agent_trace.vote.weight": 1.0,
-                "agent_trace.vote.confidence": round(rng.random(), 2),
-            }
-            spans.append(
-                Span(trace, ids.span(), round_id, f"vote {agent}", cursor, cursor, vote_attrs)
-            )
+        votes: dict[str, str] = {}
+        for agent in AGENTS:
+            # Sometimes an agent changes its mind within the round: its last vote counts.
+            for _ in range(2 if rng.random() < 0.15 else 1):
+                value = rng.choice(("approve", "approve", "reject", "abstain"))
+                votes[agent] = value
+                cursor += rng.randint(1_000, 50_000)
+                vote_attrs = {
+                    **common,
+                    "sentry.op": "agent_trace.vote",
+                    "gen_ai.agent.name": agent,
+                    "agent_trace.vote.value": value,
+                    "agent_trace.vote.side": SIDES[value],
+                    "agent_trace.vote.weight": 1.0,
+                    "agent_trace.vote.confidence": round(rng.random(), 2),
+                }
+                spans.append(
+                    Span(trace, ids.span(), round_id, f"vote {agent}", cursor, cursor, vote_attrs)
+                )
         counted = [v for v in votes.values() if v != "abstain"]
         top = max(counted.count("approve"), counted.count("reject"))
         agreement = top / len(counted) if counted else 0.0
         outcome = "consensus" if agreement >= 0.66 else "no_consensus"
+        decision = None
+        if outcome == "consensus":
+            decision = max(("approve", "reject"), key=counted.count)
         actual = round(rng.uniform(0.5, 8.0), 3)
         round_attrs = {
             **common,
@@ -208,6 +217,7 @@ def governance_session(rng: random.Random, ids: Ids, number: int, t0: int) -> li
             "agent_trace.consensus.algorithm": "weighted_vote",
             "agent_trace.consensus.round": round_number,
             "agent_trace.consensus.outcome": outcome,
+            **({"agent_trace.consensus.decision": decision} if decision else {}),
             "agent_trace.consensus.agreement": agreement,
             "agent_trace.consensus.votes.for": counted.count("approve"),
             "agent_trace.consensus.votes.against": counted.count("reject"),
@@ -218,6 +228,9 @@ def governance_session(rng: random.Random, ids: Ids, number: int, t0: int) -> li
             "agent_trace.target.unit": "ms",
             "agent_trace.target.met": actual <= 5.0,
         }
+        if round_number == 1 and rng.random() < 0.5:
+            # The first round often carries no number; the report infers it from the order.
+            del round_attrs["agent_trace.consensus.round"]
         cursor += 5_000
         spans.append(
             Span(
