@@ -194,10 +194,11 @@ class Pipeline:
         ok = self.processor.force_flush(int(timeout_s * 1000))
         remaining = deadline - time.monotonic()
         if remaining > 0:
-            try:
-                self.meter_provider.force_flush(int(remaining * 1000))
-            except Exception:
-                internal_error(_log, "metrics flush")
+            # The metric exporters keep their own (longer) timeouts: wait for them on a daemon
+            # thread, so that the caller's deadline holds.
+            _run_with_deadline(
+                lambda: self.meter_provider.force_flush(int(remaining * 1000)), remaining
+            )
         return ok
 
     def shutdown(self, timeout_s: float) -> bool:
@@ -218,7 +219,13 @@ class Pipeline:
 
 
 def _run_with_deadline(fn: Callable[[], Any], timeout_s: float) -> None:
-    thread = threading.Thread(target=fn, name="agent-trace-shutdown", daemon=True)
+    def guarded() -> None:
+        try:
+            fn()
+        except Exception:
+            internal_error(_log, "metrics flush or shutdown")
+
+    thread = threading.Thread(target=guarded, name="agent-trace-deadline", daemon=True)
     thread.start()
     thread.join(timeout_s)
 
