@@ -132,6 +132,15 @@ if command -v ss > /dev/null && ss -ltn 'sport = :9090' | grep -q LISTEN; then
     say "warning: something listens on port 9090 (a Prometheus server?); not started here" >&2
 fi
 
+# --- ss (the loopback-only test reads its listeners) ------------------------------------
+
+if command -v ss > /dev/null; then
+    say "ss: present"
+else
+    apt_install iproute2
+    say "ss: installed (iproute2)"
+fi
+
 # --- Python test dependencies ------------------------------------------------------------
 
 venv_python="$repo/.venv/bin/python"

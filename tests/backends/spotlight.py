@@ -229,8 +229,14 @@ class Spotlight:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self, timeout_s: float = 30.0) -> Spotlight:
-        """Starts the sidecar and returns once `GET /health` answers."""
+        """Starts the sidecar and returns once `GET /health` answers.
+
+        Started again after a stop, it listens on the port it had before.
+        """
         started = time.monotonic()
+        if self._process.returncode is not None:
+            # A fresh process (and log) with the port the first run was given.
+            self._process = self._make_process()
         self._process.start()
         try:
             if self.port == 0:
@@ -248,7 +254,6 @@ class Spotlight:
     def restart(self, timeout_s: float = 30.0) -> Spotlight:
         """Stops and starts the sidecar on the same port; the buffered envelopes are lost."""
         self.stop()
-        self._process = self._make_process()
         return self.start(timeout_s)
 
     def _announced_port(self) -> int | None:
