@@ -260,7 +260,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -424,7 +424,8 @@ class OtlpGrpcRecorder(_Recorder):
 
     def start(self) -> OtlpGrpcRecorder:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_workers))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), server)
+        add_servicer = trace_service_pb2_grpc.add_TraceServiceServicer_to_server
+        add_servicer(_TraceService(self), server)  # type: ignore[no-untyped-call]
         self._port = server.add_insecure_port(f"{LOOPBACK}:0")
         server.start()
         self._server = server

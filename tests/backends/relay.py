@@ -54,7 +54,8 @@ def store_normalizer(
         config["client"] = client
     if sent_at is not None:
         config["sent_at"] = sent_at
-    return StoreNormalizer(**config)
+    normalizer: StoreNormalizer = StoreNormalizer(**config)
+    return normalizer
 
 
 def normalize(payload: Mapping[str, Any], *, sent_at: str | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from typing import cast
 
 import grpc
 import pytest
@@ -24,7 +25,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 )
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from tests.backends._support import LOOPBACK, listening_sockets
@@ -236,14 +237,15 @@ def test_http_recorder_failure_status_fails_the_export(
     otlp_http_recorder.fail(400, "bad on purpose")
     exporter = HttpSpanExporter(endpoint=otlp_http_recorder.traces_url, timeout=5)
     provider = TracerProvider()
-    spans = []
     with provider.get_tracer("harness").start_as_current_span("refused") as span:
-        spans.append(span)
+        pass
+    # What the SDK's tracer hands out is its own span class, a ReadableSpan.
+    spans = [cast(ReadableSpan, span)]
 
     # 400 is not retryable: the exporter reports failure at once.
     assert exporter.export(spans) is SpanExportResult.FAILURE
     assert len(otlp_http_recorder.requests) == 1
-    exporter.shutdown()
+    exporter.shutdown()  # type: ignore[no-untyped-call]
 
 
 def test_grpc_recorder_keeps_metadata_and_decoded_spans(
@@ -279,7 +281,7 @@ def test_hanging_http_recorder_never_answers(otlp_http_recorder: OtlpHttpRecorde
 def test_hanging_grpc_recorder_never_answers(otlp_grpc_recorder: OtlpGrpcRecorder) -> None:
     otlp_grpc_recorder.hang()
     with grpc.insecure_channel(f"{LOOPBACK}:{otlp_grpc_recorder.port}") as channel:
-        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)  # type: ignore[no-untyped-call]
 
         with pytest.raises(grpc.RpcError) as raised:
             stub.Export(trace_service_pb2.ExportTraceServiceRequest(), timeout=0.3)
