@@ -37,7 +37,14 @@ from agent_trace.model.coordination import (
     resolve_conflict,
     send_message,
 )
-from agent_trace.model.session import Session, Turn, current_session, session, turn
+from agent_trace.model.session import (
+    Session,
+    Turn,
+    current_session,
+    session,
+    turn,
+    with_current_context,
+)
 from agent_trace.model.targets import monitor_performance_target
 
 __all__ = [
@@ -76,4 +83,5 @@ __all__ = [
     "sink_status",
     "track_constitutional_compliance",
     "turn",
+    "with_current_context",
 ]

@@ -44,6 +44,7 @@ EXPECTED_EXPORTS = [
     "sink_status",
     "track_constitutional_compliance",
     "turn",
+    "with_current_context",
 ]
 
 

@@ -137,6 +137,8 @@ class ConsensusRound(Scope):
                 p + "threshold": self.threshold,
                 p + "quorum": self.quorum,
                 p + "participants": list(self.participants) if self.participants else None,
+                # The list is cut at the attribute limit; the count is always whole.
+                p + "participants.count": len(self.participants),
                 **attrs,
             }
         )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import itertools
 import os
 import threading
 import uuid
 import weakref
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -17,7 +19,10 @@ from agent_trace import _attributes as A
 from agent_trace import _runtime
 from agent_trace.model._scope import Scope, active_session
 
-__all__ = ["Session", "Turn", "current_session", "session", "turn"]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+__all__ = ["Session", "Turn", "current_session", "session", "turn", "with_current_context"]
 
 _open_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 _open_lock = threading.Lock()
@@ -274,3 +279,24 @@ def _end_open_sessions() -> None:
 
 
 _runtime.add_exit_hook(_end_open_sessions)
+
+
+def with_current_context(fn: Callable[P, R]) -> Callable[P, R]:
+    """Wrap `fn` to run in the caller's current context (span and session), wherever it runs.
+
+    Thread pools and `loop.run_in_executor` do not carry context variables into their threads;
+    a tool call handed to them would start a trace of its own. Wrap it at the hand-over:
+
+    Example:
+        >>> with session.turn("ops"):
+        ...     pool.submit(agent_trace.with_current_context(call_tool), "search")
+        ...     await loop.run_in_executor(None, agent_trace.with_current_context(call_tool))
+    """
+    context = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run_in_context(*args: P.args, **kwargs: P.kwargs) -> R:
+        # A copied Context can be entered by one thread at a time: copy again per call.
+        return context.copy().run(fn, *args, **kwargs)
+
+    return run_in_context
