@@ -47,7 +47,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO, TypeGuard
 
 from agent_trace.cli.show import format_duration, problem_printer
 from agent_trace.tracefile import (
@@ -622,16 +622,16 @@ def _judge_votes(votes: list[_Vote], decision: str | None) -> list[tuple[str, bo
 
 
 def _plurality(votes: list[_Vote]) -> str | None:
-    weights: Counter[str] = Counter()
+    weights: dict[str, float] = {}
     for vote in votes:
-        weights[vote.value] += vote.weight
-    ranked = weights.most_common(2)
+        weights[vote.value] = weights.get(vote.value, 0.0) + vote.weight
+    ranked = sorted(weights.items(), key=lambda item: -item[1])[:2]
     if not ranked or (len(ranked) == 2 and math.isclose(ranked[0][1], ranked[1][1])):
         return None
     return ranked[0][0]
 
 
-def _finite_number(value: Any) -> bool:
+def _finite_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -806,7 +806,7 @@ def _write_html(
     if trace_id is not None:
         try:
             spans, _ = collect_trace(
-                path, trace_id, strict=args.strict, max_spans=TIMELINE_MAX_SPANS
+                path, trace_id, strict=args.strict, max_spans=TIMELINE_MAX_SPANS, checked=True
             )
         except TraceFileError as exc:
             _error(err, f"{exc}; nothing written")

@@ -101,7 +101,16 @@ def run(args: argparse.Namespace) -> int:
         found = _find_trace(path, trace_id, args.session, args.strict, err)
         if isinstance(found, int):
             return found
-        spans, left_out = collect_trace(path, found, strict=args.strict, max_spans=args.max_spans)
+        # A full id needs no first pass: then this pass is the one that reports bad lines.
+        first_pass = len(trace_id) != 32
+        spans, left_out = collect_trace(
+            path,
+            found,
+            strict=args.strict,
+            max_spans=args.max_spans,
+            on_problem=None if first_pass else problem_printer("show", err),
+            checked=first_pass,
+        )
     except TraceFileError as exc:
         _error(err, str(exc))
         return EXIT_USAGE

@@ -361,3 +361,17 @@ def test_a_terminal_that_cannot_encode_unicode_gets_ascii(
 )
 def test_durations_are_written_for_people(ns: int, text: str) -> None:
     assert show.format_duration(ns) == text
+
+
+def test_a_full_trace_id_reads_the_file_once_and_still_reports_bad_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "t.jsonl"
+    write_trace_file(path, review_trace(), batch=2, insert={2: "garbage"})
+
+    code = run_show(TRACE, "--file", str(path))
+
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.err.count("line 2 skipped") == 1
+    assert len(drawn_rows(captured.out)) == len(review_trace())

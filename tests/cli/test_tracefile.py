@@ -15,6 +15,7 @@ from agent_trace.tracefile import (
     MAX_KEPT_PROBLEMS,
     SpanRecord,
     TraceFileError,
+    collect_trace,
     coordination_role,
     iter_spans,
     walk_tree,
@@ -406,3 +407,32 @@ def test_coordination_role_reads_sentry_op_then_the_name(
     (record,) = read_back(tmp_path, [Span(TRACE, span_id(1), None, name, T0, T0 + 1, attrs)])
 
     assert coordination_role(record) == role
+
+
+def test_containing_decodes_only_the_lines_that_mention_the_text(tmp_path: Path) -> None:
+    other = "c" * 32
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        good_line(*simple_spans(2, other))
+        + "\ngarbage without the id\n"
+        + good_line(*simple_spans(3, TRACE.upper()))
+        + "\n"
+    )
+
+    stream = iter_spans(path, containing=TRACE, on_problem=lambda p: None)
+    read = [s.trace_id for s in stream]
+
+    assert read == [TRACE] * 3
+    assert (stream.stats.lines, stream.stats.skipped_lines) == (1, 0)
+
+
+def test_collect_trace_keeps_one_trace_up_to_a_limit(tmp_path: Path) -> None:
+    other = "c" * 32
+    path = tmp_path / "t.jsonl"
+    write_trace_file(path, simple_spans(4, other) + simple_spans(5) + simple_spans(2, other))
+
+    for checked in (False, True):
+        spans, left_out = collect_trace(path, TRACE, max_spans=3, checked=checked)
+
+        assert [s.name for s in spans] == ["op 0", "op 1", "op 2"]
+        assert left_out == 2
