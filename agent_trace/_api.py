@@ -11,7 +11,7 @@ from agent_trace import _runtime
 from agent_trace._config import Settings, resolve_settings
 from agent_trace.alerts import AlertPolicy
 
-__all__ = ["configure", "force_flush", "shutdown", "dropped_spans", "sink_status", "settings"]
+__all__ = ["configure", "dropped_spans", "force_flush", "settings", "shutdown", "sink_status"]
 
 _log = logging.getLogger("agent_trace")
 

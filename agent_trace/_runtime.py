@@ -20,10 +20,10 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import TracerProvider
 
 from agent_trace._config import Settings
-from agent_trace.alerts import AlertPolicy, SentryAlertSink
 from agent_trace._log import internal_error, rate_limit_sdk_warnings
 from agent_trace._metrics import Metrics, build_meter_provider
 from agent_trace._version import __version__
+from agent_trace.alerts import AlertPolicy, SentryAlertSink
 from agent_trace.pipeline.drops import DropCounter
 from agent_trace.pipeline.processor import PipelineProcessor
 from agent_trace.pipeline.propagation import AgentTracePropagator
@@ -31,7 +31,7 @@ from agent_trace.pipeline.provider import DelegatingTracerProvider, build_provid
 from agent_trace.pipeline.scrub import Scrubber
 from agent_trace.pipeline.worker import SinkWorker, SpanSink
 
-__all__ = ["Pipeline", "current", "install", "drops"]
+__all__ = ["Pipeline", "current", "drops", "install"]
 
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -89,7 +89,9 @@ class Pipeline:
 
         readers = list(metric_readers) + self._metric_readers(settings)
         self.meter_provider = build_meter_provider(self.provider.resource, readers)
-        self.metrics = Metrics(self.meter_provider.get_meter("agent_trace", __version__), _drops.snapshot)
+        self.metrics = Metrics(
+            self.meter_provider.get_meter("agent_trace", __version__), _drops.snapshot
+        )
         self.alerts = self._alert_policy(alert_policy)
         self.closed = False
 
@@ -174,7 +176,9 @@ class Pipeline:
         if settings.prometheus_port is not None:
             from agent_trace.integrations.prometheus import start_prometheus_reader
 
-            readers.append(start_prometheus_reader(settings.prometheus_host, settings.prometheus_port))
+            readers.append(
+                start_prometheus_reader(settings.prometheus_host, settings.prometheus_port)
+            )
         return readers
 
     def sink_status(self) -> dict[str, str]:

@@ -116,14 +116,13 @@ def test_policy_refuses_a_threshold_over_one() -> None:
 
 def test_model_feeds_the_policy_through_configure() -> None:
     p, recorder, _ = policy(min_checks=4)
-    with capture_spans(alert_policy=p):
-        with agent_trace.session("review") as s:
-            for i in range(4):
-                with s.policy_check("privacy") as check:
-                    if i == 0:
-                        check.violation("pii", "high")
-                    else:
-                        check.passed()
+    with capture_spans(alert_policy=p), agent_trace.session("review") as s:
+        for i in range(4):
+            with s.policy_check("privacy") as check:
+                if i == 0:
+                    check.violation("pii", "high")
+                else:
+                    check.passed()
     messages = recorder.messages()
     assert messages[0].startswith("Constitutional violation: pii")
     assert messages[1].startswith("Compliance rate 75.0 %")
@@ -133,7 +132,10 @@ def test_model_feeds_the_policy_through_configure() -> None:
 @pytest.mark.integration
 def test_alert_events_reach_sentry_grouped_and_linked(spotlight: Spotlight) -> None:
     agent_trace.configure(
-        "alerts", sentry_dsn=spotlight.dsn, local_file=False, _env={},
+        "alerts",
+        sentry_dsn=spotlight.dsn,
+        local_file=False,
+        _env={},
         alert_policy=AlertPolicy(min_checks=5),
     )
     try:

@@ -407,7 +407,7 @@ def test_metrics_over_otlp_follow_otel_metrics_exporter() -> None:
     base = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
     assert resolve_settings(env=base).otlp_metrics is False
     assert resolve_settings(env={**base, "OTEL_METRICS_EXPORTER": "otlp"}).otlp_metrics is True
-    with pytest.raises(ValueError, match="OTEL_METRICS_EXPORTER='statsd'.*Fix"):
+    with pytest.raises(ValueError, match=r"OTEL_METRICS_EXPORTER=.statsd.*Fix"):
         resolve_settings(env={**base, "OTEL_METRICS_EXPORTER": "statsd"})
     with pytest.raises(ValueError, match="need an endpoint"):
         resolve_settings(env={"OTEL_METRICS_EXPORTER": "otlp"})

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
 import agent_trace
 from agent_trace.tracefile import iter_spans
-from tests.backends.jaeger import Jaeger, iter_spans as jaeger_spans
+from tests.backends.jaeger import Jaeger
+from tests.backends.jaeger import iter_spans as jaeger_spans
 from tests.backends.spotlight import Spotlight
 from tests.integration.scenario import run_reference_session
 
@@ -27,11 +27,19 @@ def _record(path: Path, sessions: int) -> set[str]:
 
 
 def _replay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("OTEL_", "SENTRY_", "AGENT_TRACE_", "CONSTITUTIONAL_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "SENTRY_", "AGENT_TRACE_", "CONSTITUTIONAL_"))
+    }
     clean.update(env or {})
-    return subprocess.run([sys.executable, "-m", "agent_trace.cli", "replay", *args],
-                          capture_output=True, text=True, timeout=120, env=clean)
+    return subprocess.run(
+        [sys.executable, "-m", "agent_trace.cli", "replay", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean,
+    )
 
 
 @pytest.mark.integration
@@ -42,8 +50,9 @@ def test_replayed_file_arrives_in_jaeger_and_sentry_with_the_same_ids(
     trace_ids = _record(path, sessions=3)
     recorded = {(s.trace_id, s.span_id, s.parent_span_id) for s in iter_spans(path)}
 
-    result = _replay(str(path), "--otlp-endpoint", jaeger.otlp_grpc_endpoint,
-                     "--sentry-dsn", spotlight.dsn)
+    result = _replay(
+        str(path), "--otlp-endpoint", jaeger.otlp_grpc_endpoint, "--sentry-dsn", spotlight.dsn
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"replayed {len(recorded)} spans" in result.stdout
@@ -69,10 +78,25 @@ def test_malformed_line_is_reported_with_its_number_and_skipped(tmp_path: Path) 
     path.write_text("\n".join(lines) + "\n")
     port = _closed()
 
-    lenient = _replay(str(path), "--otlp-endpoint", f"http://127.0.0.1:{port}",
-                      "--otlp-protocol", "http", "--timeout", "2")
-    strict = _replay(str(path), "--strict", "--otlp-endpoint", f"http://127.0.0.1:{port}",
-                     "--otlp-protocol", "http", "--timeout", "2")
+    lenient = _replay(
+        str(path),
+        "--otlp-endpoint",
+        f"http://127.0.0.1:{port}",
+        "--otlp-protocol",
+        "http",
+        "--timeout",
+        "2",
+    )
+    strict = _replay(
+        str(path),
+        "--strict",
+        "--otlp-endpoint",
+        f"http://127.0.0.1:{port}",
+        "--otlp-protocol",
+        "http",
+        "--timeout",
+        "2",
+    )
 
     assert "line 2" in lenient.stderr
     assert "skipped 1 malformed lines" in lenient.stdout

@@ -15,9 +15,8 @@ pytestmark = pytest.mark.integration
 
 
 def _short_session(index: int) -> agent_trace.Session:
-    with agent_trace.session("sampling_probe", session_id=f"s{index}") as s:
-        with s.turn("ethics"):
-            pass
+    with agent_trace.session("sampling_probe", session_id=f"s{index}") as s, s.turn("ethics"):
+        pass
     return s
 
 
