@@ -130,7 +130,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="the session drawn on the HTML timeline (default: the slowest)",
     )
     parser.add_argument(
-        "--strict", action="store_true", help="refuse a file with a malformed line (exit 2)"
+        "--strict",
+        action="store_true",
+        help="refuse a file with a malformed line (exit 2); by default such a line is skipped "
+        "and named on stderr with its number",
     )
     return parser
 

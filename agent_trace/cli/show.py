@@ -71,7 +71,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="trace file (default: $AGENT_TRACE_LOCAL_PATH or .agent-trace/traces.jsonl)",
     )
     parser.add_argument(
-        "--strict", action="store_true", help="refuse a file with a malformed line (exit 2)"
+        "--strict",
+        action="store_true",
+        help="refuse a file with a malformed line (exit 2); by default such a line is skipped "
+        "and named on stderr with its number",
     )
     parser.add_argument("--width", type=int, metavar="COLUMNS", help="output width")
     parser.add_argument("--ascii", action="store_true", help="draw with ASCII characters only")
