@@ -328,6 +328,7 @@ def _round_number(
         bound = sig.bind_partial(*args, **kwargs)
     except TypeError:
         return None
+    bound.apply_defaults()
     for name in ("round", "round_number"):
         value = bound.arguments.get(name)
         if isinstance(value, int) and not isinstance(value, bool):
@@ -417,6 +418,7 @@ def monitor_consensus(algorithm: str, *, threshold: float = 0.5) -> Callable[[F]
                 algorithm,
                 participants=_participants(sig, args, kwargs),
                 threshold=threshold,
+                round=_round_number(sig, args, kwargs),
             )
 
         def close(rnd: ConsensusRound, result: Any) -> None:

@@ -327,7 +327,8 @@ class _Board:
         return wants_person
 
     # Round 1: the decorator opens the `consensus_round weighted_vote` span around the call
-    # (the turns inside become its children) and records the returned tally's votes.
+    # (the turns inside become its children), numbers it from the `round` argument, and
+    # records the returned tally's votes.
     @agent_trace.monitor_consensus("weighted_vote", threshold=THRESHOLD)
     async def _first_round(
         self,
@@ -336,11 +337,12 @@ class _Board:
         proposal: Proposal,
         rngs: Mapping[str, random.Random],
         result: ReviewResult,
+        round: int = 1,
     ) -> Tally:
         ballots = await self._turns(
             session,
             result,
-            1,
+            round,
             {
                 agent: functools.partial(self.reviewers[agent].review, proposal, rngs[agent])
                 for agent in participants

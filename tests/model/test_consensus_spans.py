@@ -344,3 +344,21 @@ def test_monitor_consensus_reads_agents_given_as_objects(spans: CapturedSpans) -
         "agent_trace.consensus.participants"
     ]
     assert list(participants) == ["ethics", "ops"]
+
+
+def test_monitor_consensus_numbers_the_round_from_a_round_argument(
+    agent_trace_spans: CapturedSpans,
+) -> None:
+    @agent_trace.monitor_consensus("weighted_vote")
+    def decide(participants: list[str], round: int = 1) -> dict[str, object]:
+        return {"consensus_achieved": True, "votes": {p: "approve" for p in participants}}
+
+    with agent_trace.session("review"):
+        decide(["ethics"])
+        decide(["ethics"], round=2)
+
+    numbers = [
+        r.attributes.get("agent_trace.consensus.round")
+        for r in agent_trace_spans.find(prefix="consensus_round")
+    ]
+    assert numbers == [1, 2]
