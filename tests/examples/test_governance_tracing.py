@@ -106,11 +106,11 @@ def test_consensus_outcomes_have_one_round_per_round_taken_with_every_vote(trace
         assert attr(rounds[-1], "agent_trace.consensus.decision") == expected
 
 
-def test_later_rounds_are_numbered(traced: Traced) -> None:
+def test_every_round_is_numbered(traced: Traced) -> None:
     for result, session in traced.where(lambda r: r.rounds == 3):
         numbers = [attr(r, "agent_trace.consensus.round") for r in traced.rounds(session)]
-        # Round 1 is traced by @monitor_consensus, which does not number rounds.
-        assert numbers == [None, 2, 3], result.proposal_id
+        # Round 1 is numbered by @monitor_consensus from the function's `round` argument.
+        assert numbers == [1, 2, 3], result.proposal_id
 
 
 def test_a_deadlock_is_resolved_by_precedence_or_escalated_to_a_person(traced: Traced) -> None:
