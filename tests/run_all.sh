@@ -10,7 +10,7 @@ python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test]'
 bash tests/backends/setup.sh
 
-.venv/bin/ruff check agent_trace tests examples benchmarks
+.venv/bin/ruff check .
 .venv/bin/ruff format --check agent_trace
 .venv/bin/mypy agent_trace
 .venv/bin/pytest -q -p no:cacheprovider "$@"

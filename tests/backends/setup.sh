@@ -103,6 +103,16 @@ fi
     || { say "Jaeger rejects $here/jaeger-test.yaml:" >&2; "$binary" validate --config "file:$here/jaeger-test.yaml" >&2; exit 1; }
 say "Jaeger: jaeger-test.yaml validates"
 
+# --- OpenTelemetry Collector (for the collectors/ tests) ---------------------------------------
+
+start=$SECONDS
+otelcol="$(bash "$repo/collectors/otel-collector/build.sh")"
+if [ $((SECONDS - start)) -gt 5 ]; then
+    say "Collector: built $otelcol in $((SECONDS - start)) s"
+else
+    say "Collector: binary present at $otelcol"
+fi
+
 # --- promtool ----------------------------------------------------------------------------
 
 if command -v promtool > /dev/null; then
