@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -70,7 +71,7 @@ class PipelineProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         deadline = time.monotonic() + timeout_millis / 1000
-        return _all_by(deadline, [lambda w=w: w.flush(deadline) for w in self._workers])
+        return _all_by(deadline, [functools.partial(w.flush, deadline) for w in self._workers])
 
     def shutdown(self) -> None:
         # The provider calls this without a deadline; `agent_trace.shutdown` calls
@@ -79,7 +80,7 @@ class PipelineProcessor(SpanProcessor):
 
     def shutdown_within(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
-        return _all_by(deadline, [lambda w=w: w.shutdown(deadline) for w in self._workers])
+        return _all_by(deadline, [functools.partial(w.shutdown, deadline) for w in self._workers])
 
 
 def _all_by(deadline: float, calls: Sequence[Callable[[], bool]]) -> bool:

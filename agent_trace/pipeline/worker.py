@@ -38,7 +38,7 @@ _log = logging.getLogger(__name__)
 _BOOKKEEPING_S = 0.05
 
 # Instrumentation libraries check this key and stay silent: exports are never traced themselves.
-_SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
+_SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 
 
 class SpanSink(Protocol):
