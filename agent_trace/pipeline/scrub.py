@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, Status
@@ -158,12 +159,48 @@ def _scrub_value(value: AttributeValue, depth: int = 0) -> AttributeValue:
     return value
 
 
+# Bounds of the scrubber's cache of clean texts (entries, characters per entry).
+_CLEAN_TEXTS = 4096
+_CLEAN_TEXT_LENGTH = 256
+
+
+def _items(attrs: Mapping[str, AttributeValue]) -> Iterable[tuple[str, AttributeValue]]:
+    """The items of a span's attributes, iterated at C speed when the mapping can copy itself.
+
+    A finished span hands out its attributes as a read-only view of the SDK's bounded mapping,
+    whose Python-level iteration costs a call per item; its `copy()` is a plain dict.
+    """
+    copy = getattr(attrs, "copy", None)
+    if copy is not None:
+        snapshot = copy()
+        if type(snapshot) is dict:
+            return snapshot.items()
+    return attrs.items()
+
+
+def _sequence(span: ReadableSpan, stored: str, public: str) -> Sequence[Any]:
+    """A span's events or links; the empty case without the copy the public property makes.
+
+    `ReadableSpan.events` and `.links` copy the SDK's locked list into a new tuple on every
+    access, and most spans have neither: the stored list's length says so for free.
+    """
+    raw = getattr(span, stored, None)
+    if raw is not None and not raw:
+        return ()
+    found: Sequence[Any] = getattr(span, public)
+    return found
+
+
 class Scrubber:
     """Scrubs spans; `capture_content` decides whether content attributes may pass."""
 
     def __init__(self, *, capture_content: bool = False) -> None:
         self.capture_content = capture_content
         self._key_verdicts: dict[str, bool] = {}
+        # Short texts already found clean. Most values repeat (agent names, ops, the session
+        # id on every span of a session), and a set lookup costs a tenth of the pattern scan.
+        # Emptied when full rather than evicted one by one: the values in use return at once.
+        self._clean_texts: set[str] = set()
 
     def _drop_key(self, key: str) -> bool:
         # Keys are low-cardinality: the verdict per key is computed once and cached.
@@ -182,13 +219,29 @@ class Scrubber:
             return None, []
         touched: list[str] = []
         out: dict[str, AttributeValue] | None = None
-        for key, value in attrs.items():
+        verdicts = self._key_verdicts
+        clean = self._clean_texts
+        for key, value in _items(attrs):
+            # This loop runs for every attribute of every span, on the application's thread:
+            # a harmless key with a number, or with a text seen clean before, is settled here.
+            kind = type(value)
+            if verdicts.get(key) is False:
+                if kind is str:
+                    if value in clean:
+                        continue
+                elif kind is bool or kind is int or kind is float:
+                    continue
             new = self._value(key, value)
-            if new is not value:
-                if out is None:
-                    out = dict(attrs)
-                out[key] = new
-                touched.append(key)
+            if new is value:
+                if kind is str and len(value) <= _CLEAN_TEXT_LENGTH and verdicts.get(key) is False:
+                    if len(clean) >= _CLEAN_TEXTS:
+                        clean.clear()
+                    clean.add(value)  # type: ignore[arg-type]
+                continue
+            if out is None:
+                out = dict(attrs)
+            out[key] = new
+            touched.append(key)
         return out, touched
 
     def _value(self, key: str, value: AttributeValue) -> AttributeValue:
@@ -199,14 +252,18 @@ class Scrubber:
     def span(self, span: ReadableSpan) -> ReadableSpan:
         """Return `span` itself when clean, else a scrubbed copy with the same ids."""
         attrs, touched = self.attributes(span.attributes)
-        events, events_changed = self._events(span.events)
-        links, links_changed = self._links(span.links)
-        status = span.status
+        events, events_changed = _sequence(span, "_events", "events"), False
+        if events:
+            events, events_changed = self._events(events)
+        links, links_changed = _sequence(span, "_links", "links"), False
+        if links:
+            links, links_changed = self._links(links)
+        status = original_status = span.status
         if status.description:
             description = scrub_text(status.description)
             if description != status.description:
                 status = Status(status.status_code, description)
-        if attrs is None and not events_changed and not links_changed and status is span.status:
+        if attrs is None and not events_changed and not links_changed and status is original_status:
             return span
 
         new_attrs = dict(attrs if attrs is not None else (span.attributes or {}))
