@@ -87,7 +87,9 @@ def _run_figure(name: str, args: argparse.Namespace) -> list[Row]:
         env = {k: v for k, v in env.items() if not k.startswith("AGENT_TRACE_")}
         if not args.verbose:
             env["GRPC_VERBOSITY"] = "NONE"
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
+        # The checkout last: a PYTHONPATH given by the caller (another version of agent_trace
+        # to compare with, see BENCHMARKS.md) comes first.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(_ROOT)]))
         started = time.monotonic()
         result = subprocess.run(command, env=env, cwd=tmp, timeout=_TIMEOUT_S, check=False)
         elapsed = time.monotonic() - started
