@@ -1,0 +1,325 @@
+"""Hostile configuration: every bad value must raise ConfigurationError naming the setting, and
+no credential given in a setting may reach an error message, a log line or CLI output.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sentry_sdk
+
+import agent_trace
+from agent_trace import _log
+from tests.adversarial._support import SECRET, request_line, run_cli, span_json, write_lines
+from tests.backends.otlp_recorder import OtlpHttpRecorder, closed_port
+
+
+@pytest.fixture(autouse=True)
+def _clean_pipeline() -> Any:
+    yield
+    agent_trace.shutdown(timeout_s=2)
+
+
+def configure(**kwargs: Any) -> agent_trace.Settings:
+    kwargs.setdefault("_env", {})
+    kwargs.setdefault("local_file", False)
+    return agent_trace.configure("adversarial", **kwargs)
+
+
+# -- numbers and paths ----------------------------------------------------------------------------
+
+HUGE_NUMBERS = {
+    "sample_rate=10**400": {"sample_rate": 10**400},
+    "export_timeout_s=10**400": {"export_timeout_s": 10**400},
+    "exit_timeout_s=10**400": {"exit_timeout_s": 10**400},
+    "max_queue_size=inf": {"max_queue_size": math.inf},
+    "max_export_batch_size=-inf": {"max_export_batch_size": -math.inf},
+    "prometheus_port=inf": {"prometheus_port": math.inf},
+}
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param(
+            value,
+            id=label,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="_config._parse_float/_parse_int catch TypeError and ValueError only: "
+                "float(10**400) and int(inf) raise OverflowError, not ConfigurationError",
+            ),
+        )
+        for label, value in HUGE_NUMBERS.items()
+    ],
+)
+def test_numbers_out_of_float_range_raise_configuration_error(settings: dict[str, Any]) -> None:
+    with pytest.raises(agent_trace.ConfigurationError):
+        configure(**settings)
+
+
+BAD_VALUES = {
+    "sample_rate=nan": {"sample_rate": math.nan},
+    "sample_rate=-0.1": {"sample_rate": -0.1},
+    "sample_rate text": {"sample_rate": "half"},
+    "max_queue_size=0": {"max_queue_size": 0},
+    "max_queue_size=nan": {"max_queue_size": math.nan},
+    "max_queue_size=10**400": {"max_queue_size": 10**400},
+    "exit_timeout_s=-1": {"exit_timeout_s": -1},
+    "prometheus_port=70000": {"prometheus_port": 70000},
+    "capture_content=maybe": {"capture_content": "maybe"},
+    "otlp_protocol=http/json": {"otlp_protocol": "http/json"},
+    "constitution_hash unicode digits": {"constitution_hash": "\uff13f2a9c01d4e5b6a7"},
+    "constitution_hash with space": {"constitution_hash": "3f2a 9c01d4e5b6a7"},
+    "sentry_mode": {"sentry_mode": "carrier-pigeon"},
+    "env sample rate Infinity": {"_env": {"AGENT_TRACE_SAMPLE_RATE": "Infinity"}},
+    "env queue 1e3": {"_env": {"AGENT_TRACE_MAX_QUEUE_SIZE": "1e3"}},
+    "env sampler": {"_env": {"OTEL_TRACES_SAMPLER": "jaeger_remote"}},
+    "env sampler arg nan": {
+        "_env": {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "nan"}
+    },
+    "env metrics exporter": {"_env": {"OTEL_METRICS_EXPORTER": "otlp;rm -rf"}},
+}
+
+
+@pytest.mark.parametrize("settings", BAD_VALUES.values(), ids=list(BAD_VALUES))
+def test_bad_values_raise_configuration_error(settings: dict[str, Any]) -> None:
+    with pytest.raises(agent_trace.ConfigurationError):
+        configure(**settings)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="resolve_settings calls Path.exists() on local_path: a NUL byte is silently accepted "
+    "(every later write fails) and an over-long name raises OSError instead of "
+    "ConfigurationError",
+)
+@pytest.mark.parametrize("name", ["a\x00b.jsonl", "a" * 5000])
+def test_unusable_local_path_raises_configuration_error(tmp_path: Path, name: str) -> None:
+    with pytest.raises(agent_trace.ConfigurationError):
+        agent_trace.configure("adversarial", local_path=str(tmp_path / name), _env={})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_config._parse_pairs accepts OTLP header values with CR/LF; the HTTP exporter then "
+    "refuses every request, so every span is lost instead of configure() failing",
+)
+@pytest.mark.parametrize(
+    "headers", ["x-tenant=a%0D%0AInjected:%201", {"x-tenant": "a\r\nInjected: 1"}]
+)
+def test_header_values_with_line_breaks_raise_configuration_error(headers: Any) -> None:
+    with OtlpHttpRecorder() as recorder, pytest.raises(agent_trace.ConfigurationError):
+        configure(otlp_endpoint=recorder.traces_url, otlp_protocol="http", otlp_headers=headers)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SentryDsn.parse keeps parts.hostname without brackets, so a valid IPv6 DSN becomes "
+    "http://key@::1:9/1 and sentry_sdk.init raises BadDsn out of configure()",
+)
+def test_ipv6_loopback_dsn_is_accepted() -> None:
+    try:
+        configure(sentry_dsn="http://abcdef0123456789@[::1]:9/1", alert_policy=False)
+    finally:
+        agent_trace.shutdown(timeout_s=1)
+
+
+# -- credentials in settings ----------------------------------------------------------------------
+
+ENDPOINTS_WITH_CREDENTIALS = {
+    "bad scheme": {"otlp_endpoint": f"ftp://agent:{SECRET}@127.0.0.1/"},
+    "bad port": {"otlp_endpoint": f"http://agent:{SECRET}@127.0.0.1:99999/v1/traces"},
+    "white space": {"otlp_endpoint": f"http://agent:{SECRET}@127.0.0.1:4318/ v1"},
+    "env endpoint": {"_env": {"OTEL_EXPORTER_OTLP_ENDPOINT": f"gopher://agent:{SECRET}@host/"}},
+}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_config._parse_endpoint quotes the whole endpoint, user:password included, in the "
+    "ConfigurationError message (the DSN key is redacted, endpoint credentials are not)",
+)
+@pytest.mark.parametrize(
+    "settings", ENDPOINTS_WITH_CREDENTIALS.values(), ids=list(ENDPOINTS_WITH_CREDENTIALS)
+)
+def test_endpoint_errors_do_not_show_the_password(settings: dict[str, Any]) -> None:
+    with pytest.raises(agent_trace.ConfigurationError) as raised:
+        configure(**settings)
+    assert SECRET not in str(raised.value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_config._parse_pairs quotes the whole OTEL_EXPORTER_OTLP_HEADERS value in its error: "
+    "a bearer token in another header is printed when one item is malformed",
+)
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"otlp_headers": f"authorization=Bearer {SECRET},oops"},
+        {"otlp_headers": f"api-key={SECRET},=nothing"},
+        {"_env": {"OTEL_EXPORTER_OTLP_HEADERS": f"x-token={SECRET},broken"}},
+    ],
+    ids=["argument bearer", "argument api-key", "environment"],
+)
+def test_header_errors_do_not_show_other_header_values(settings: dict[str, Any]) -> None:
+    with pytest.raises(agent_trace.ConfigurationError) as raised:
+        configure(otlp_endpoint="http://127.0.0.1:4318", **settings)
+    assert SECRET not in str(raised.value)
+
+
+DSNS = [
+    f"http://{SECRET}@127.0.0.1/not-a-number",
+    f"ftp://{SECRET}@127.0.0.1/1",
+    f"http://{SECRET}@/1",
+    f"http://{SECRET}:{SECRET}@127.0.0.1:port/1",
+    f"http://{SECRET}@127.0.0.1/1 2",
+    f"{SECRET}@127.0.0.1/1",
+    f"http:/{SECRET}@127.0.0.1/1",
+]
+
+
+@pytest.mark.parametrize("dsn", DSNS)
+def test_dsn_errors_never_show_the_key(dsn: str) -> None:
+    with pytest.raises(agent_trace.ConfigurationError) as raised:
+        configure(sentry_dsn=dsn)
+    assert SECRET not in str(raised.value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SinkWorker._export logs sink.describe(), and OtlpSink.describe() is the endpoint "
+    "as configured: a failing export writes user:password into the application's log",
+)
+def test_failed_export_log_does_not_show_endpoint_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _log._reset_for_tests()
+    port = closed_port()
+    configure(
+        otlp_endpoint=f"http://agent:{SECRET}@127.0.0.1:{port}/v1/traces",
+        otlp_protocol="http",
+        export_timeout_s=0.5,
+        schedule_delay_s=0.01,
+    )
+    with caplog.at_level(logging.DEBUG):
+        with agent_trace.session("lost"):
+            pass
+        agent_trace.force_flush(timeout_s=5)
+        status = agent_trace.sink_status()
+    assert status["otlp"].startswith("failing")
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("agent_trace")]
+    assert any("could not be delivered" in message for message in ours)
+    assert [message for message in ours if SECRET in message] == []
+
+
+def test_sink_status_does_not_show_endpoint_password() -> None:
+    port = closed_port()
+    configure(
+        otlp_endpoint=f"http://agent:{SECRET}@127.0.0.1:{port}/v1/traces",
+        otlp_protocol="http",
+        export_timeout_s=0.5,
+        schedule_delay_s=0.01,
+    )
+    with agent_trace.session("lost"):
+        pass
+    agent_trace.force_flush(timeout_s=5)
+    assert SECRET not in repr(agent_trace.sink_status())
+
+
+@pytest.fixture
+def trace_file(tmp_path: Path) -> Path:
+    return write_lines(tmp_path / "traces.jsonl", request_line(span_json()))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli/_common.describe_sinks prints settings.otlp_endpoint as given: `agent-trace "
+    "replay` shows the endpoint's user:password on stdout",
+)
+def test_replay_output_does_not_show_endpoint_password(trace_file: Path) -> None:
+    with OtlpHttpRecorder() as recorder:
+        endpoint = recorder.traces_url.replace("http://", f"http://agent:{SECRET}@")
+        result = run_cli(
+            "replay",
+            str(trace_file),
+            "--otlp-endpoint",
+            endpoint,
+            "--otlp-protocol",
+            "http",
+            "--no-progress",
+            "--timeout",
+            "5",
+        )
+        assert recorder.requests, "the replay did not reach the recorder"
+    assert result.code == 0
+    assert SECRET.encode() not in result.stdout + result.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli/doctor prints worker.sink.describe(), the OTLP endpoint as given, so `agent-trace "
+    "doctor` shows the endpoint's user:password",
+)
+def test_doctor_output_does_not_show_endpoint_password() -> None:
+    with OtlpHttpRecorder() as recorder:
+        endpoint = recorder.traces_url.replace("http://", f"http://agent:{SECRET}@")
+        result = run_cli(
+            "doctor", "--otlp-endpoint", endpoint, "--otlp-protocol", "http", "--timeout", "5"
+        )
+    assert result.code == 0
+    assert SECRET.encode() not in result.stdout + result.stderr
+
+
+def test_doctor_output_does_not_show_the_dsn_key() -> None:
+    with OtlpHttpRecorder() as recorder:
+        dsn = f"http://{SECRET}@127.0.0.1:{recorder.port}/1"
+        result = run_cli("doctor", "--sentry-dsn", dsn, "--timeout", "5")
+    assert SECRET.encode() not in result.stdout + result.stderr
+    assert b"***@127.0.0.1" in result.stdout
+
+
+# -- reconfiguring --------------------------------------------------------------------------------
+
+
+def test_reconfiguring_many_times_leaks_no_threads(tmp_path: Path) -> None:
+    before = threading.active_count()
+    for index in range(40):
+        agent_trace.configure("adversarial", local_path=tmp_path / "t.jsonl", _env={})
+        with agent_trace.session(f"round{index}"):
+            pass
+    assert threading.active_count() <= before + 3
+    assert agent_trace.shutdown() is True
+    assert agent_trace.shutdown() is True
+    assert threading.active_count() <= before + 1
+
+
+def test_model_between_shutdown_and_configure(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    agent_trace.configure("adversarial", local_path=path, _env={})
+    agent_trace.shutdown()
+    with agent_trace.session("unconfigured") as session, session.turn("ethics"):
+        agent_trace.monitor_performance_target("latency", 1.0, 2.0)
+    assert agent_trace.force_flush() is True
+    agent_trace.configure("adversarial", local_path=path, _env={})
+    with agent_trace.session("again"):
+        pass
+    assert agent_trace.shutdown() is True
+    text = path.read_text(encoding="utf-8")
+    assert "invoke_workflow again" in text
+    assert "invoke_workflow unconfigured" not in text
+
+
+def test_sentry_client_is_released_after_shutdown() -> None:
+    with OtlpHttpRecorder() as recorder:
+        dsn = f"http://abcdef0123456789@127.0.0.1:{recorder.port}/1"
+        for _ in range(3):
+            configure(sentry_dsn=dsn, alert_policy=False)
+            agent_trace.shutdown(timeout_s=2)
+    assert not sentry_sdk.get_client().is_active()
