@@ -105,6 +105,8 @@ def configure(
 def force_flush(timeout_s: float = 5.0) -> bool:
     """Deliver every finished span; returns within `timeout_s` whether everything arrived.
 
+    False also when spans were dropped since the previous flush (see `dropped_spans()`).
+
     A sink that hangs or refuses connections does not hold the call past its deadline.
     """
     pipeline = _runtime.current()

@@ -94,6 +94,9 @@ class Pipeline:
         )
         self.alerts = self._alert_policy(alert_policy)
         self.closed = False
+        # Drops seen by the last flush: a flush reports False if spans were lost since then,
+        # even when they were lost before it started (a full queue, a failed export).
+        self._drops_seen = self._own_drops()
 
     def _alert_policy(self, policy: AlertPolicy | bool | None) -> AlertPolicy | None:
         """The built-in alerting: on by default when Sentry is configured."""
@@ -191,11 +194,18 @@ class Pipeline:
                 status[worker.sink.name] = "ok"
         return status
 
+    def _own_drops(self) -> int:
+        names = {w.sink.name for w in self.workers}
+        return sum(n for (sink, _), n in _drops.snapshot().items() if sink in names)
+
     def force_flush(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         if self.alerts is not None:
             self.alerts.flush()
         ok = self.processor.force_flush(int(timeout_s * 1000))
+        drops = self._own_drops()
+        ok = ok and drops == self._drops_seen
+        self._drops_seen = drops
         remaining = deadline - time.monotonic()
         if remaining > 0:
             # The metric exporters keep their own (longer) timeouts: wait for them on a daemon
