@@ -59,16 +59,21 @@ class Scope:
     """Base class of Session, Turn, ConsensusRound and the other span scopes.
 
     Subclasses set `_name`, `_kind`, `_op` and fill `_attrs` before `__enter__`, and may
-    override `_on_exit` to add attributes that are known only at the end.
+    override `_on_exit` to add attributes that are known only at the end. Attributes given
+    with `convert=True` are raw values, converted by the attribute rule only once a span will
+    record them: a scope that is not traced (not configured, sampled out) skips the work.
     """
 
     _op = "agent_trace.span"
     _links: Sequence[trace.Link] = ()
 
-    def __init__(self, session: Session | None, name: str, attrs: dict[str, Any]) -> None:
+    def __init__(
+        self, session: Session | None, name: str, attrs: dict[str, Any], *, convert: bool = False
+    ) -> None:
         self._session = session
         self._name = name
         self._attrs = attrs
+        self._convert = convert
         self._kind = SpanKind.INTERNAL
         self._span: trace.Span = trace.INVALID_SPAN
         self._pipeline: Pipeline | None = None
@@ -145,13 +150,16 @@ class Scope:
         parent_ctx = self._parent_context()
         parent = trace.get_current_span(parent_ctx)
         if (
-            parent.get_span_context().is_valid
+            self._session is not self
             and not parent.is_recording()
-            and self._session is not self
+            and parent.get_span_context().is_valid
         ):
             # Sampled out upstream: the parent-based sampler would drop us too. Skip the work.
             self._span = parent
             return
+        if self._convert:
+            self._attrs = A.to_attributes(self._attrs)
+            self._convert = False
         attrs = self._common_attributes(pipeline)
         attrs.update(self._attrs)
         self._span = pipeline.tracer.start_span(

@@ -130,19 +130,17 @@ class ConsensusRound(Scope):
         self._counts = {"for": 0, "against": 0, "abstain": 0}
         self._votes: dict[str, Any] = {}
         p = A.CONSENSUS
-        converted = A.to_attributes(
-            {
-                p + "algorithm": algorithm,
-                p + "round": round,
-                p + "threshold": self.threshold,
-                p + "quorum": self.quorum,
-                p + "participants": list(self.participants) if self.participants else None,
-                # The list is cut at the attribute limit; the count is always whole.
-                p + "participants.count": len(self.participants),
-                **attrs,
-            }
-        )
-        super().__init__(session, f"consensus_round {algorithm}", converted)
+        raw = {
+            p + "algorithm": algorithm,
+            p + "round": round,
+            p + "threshold": self.threshold,
+            p + "quorum": self.quorum,
+            p + "participants": list(self.participants) if self.participants else None,
+            # The list is cut at the attribute limit; the count is always whole.
+            p + "participants.count": len(self.participants),
+            **attrs,
+        }
+        super().__init__(session, f"consensus_round {algorithm}", raw, convert=True)
 
     @property
     def votes(self) -> dict[str, Any]:
