@@ -32,13 +32,13 @@ class Settings:
     quick: bool = False
     rounds: int = 31
     warmup_rounds: int = 3
-    sample_s: float = 0.03
+    sample_s: float = 0.04
     seed: int = 20240611
 
     @classmethod
     def for_mode(cls, quick: bool, rounds: int | None = None) -> Settings:
         if quick:
-            return cls(quick=True, rounds=rounds or 7, warmup_rounds=1, sample_s=0.02)
+            return cls(quick=True, rounds=rounds or 7, warmup_rounds=1, sample_s=0.025)
         return cls(quick=False, rounds=rounds or 31)
 
 
@@ -149,6 +149,9 @@ def quantile(values: Sequence[float], q: float) -> float:
     return ordered[lower] + (ordered[upper] - ordered[lower]) * (pos - lower)
 
 
+_SETTLE_S = 0.02
+
+
 def _timed(case: Case, n: int) -> tuple[float, float]:
     """(cost per operation, wall seconds) of one sample of `n` operations."""
     case.before()
@@ -161,6 +164,11 @@ def _timed(case: Case, n: int) -> tuple[float, float]:
     finally:
         gc.enable()
     case.after()
+    # Let threads that `after` started and joined (agent-trace's flush runs each sink's flush
+    # on a helper thread) finish exiting: a thread that has returned from `join()` still
+    # takes the GIL once more to tear itself down, and a sample started at once ran 20 %
+    # slower (30 vs 37 us a turn span) than one started 20 ms later.
+    time.sleep(_SETTLE_S)
     return cost / n, wall
 
 
@@ -183,20 +191,30 @@ def compare(
     *,
     max_n: int = 1_000_000,
     sizes: dict[str, int] | None = None,
+    same_n: bool = True,
 ) -> Comparison:
     """Measure every case in `settings.rounds` interleaved rounds after the warm-up rounds.
 
     `max_n` caps a sample's operation count (a queue that must not overflow within one
     sample, say); `sizes` fixes the count for the cases it names instead of calibrating.
+    With `same_n`, every calibrated case runs the count of the slowest one: the variants of
+    a round then hold as many spans in their queues and wake their export threads as often,
+    and the slowest sample lasts `sample_s`.
     """
     rng = random.Random(settings.seed)
     for case in cases:
         case.setup()
     try:
         chosen = dict(sizes or {})
-        for case in cases:
-            if case.name not in chosen:
-                chosen[case.name] = _calibrate(case, settings.sample_s, max_n)
+        calibrated = {
+            case.name: _calibrate(case, settings.sample_s, max_n)
+            for case in cases
+            if case.name not in chosen
+        }
+        if same_n and calibrated:
+            smallest = min(calibrated.values())
+            calibrated = dict.fromkeys(calibrated, smallest)
+        chosen.update(calibrated)
         costs: dict[str, list[float]] = {case.name: [] for case in cases}
         order = list(cases)
         for index in range(settings.warmup_rounds + settings.rounds):
