@@ -145,6 +145,11 @@ def _scrub_value(value: AttributeValue, depth: int = 0) -> AttributeValue:
         return value if cleaned == value else cleaned
     if depth > 8:
         return value
+    # Arrays first: they are common, and the ABC check for Mapping is slow.
+    if isinstance(value, (tuple, list)):
+        scrubbed = [_scrub_value(v, depth + 1) for v in value]
+        changed = any(a is not b for a, b in zip(scrubbed, value, strict=True))
+        return scrubbed if changed else value
     if isinstance(value, Mapping):
         items = {
             k: REDACTED if is_secret_key(str(k)) else _scrub_value(v, depth + 1)
@@ -162,6 +167,13 @@ def _scrub_value(value: AttributeValue, depth: int = 0) -> AttributeValue:
 # Bounds of the scrubber's cache of clean texts (entries, characters per entry).
 _CLEAN_TEXTS = 4096
 _CLEAN_TEXT_LENGTH = 256
+
+
+def _settled(item: object, clean: set[str]) -> bool:
+    """Whether an array item needs no scrubbing: a number, or a text found clean before."""
+    if isinstance(item, str):
+        return item in clean
+    return isinstance(item, (bool, int, float))
 
 
 def _items(attrs: Mapping[str, AttributeValue]) -> Iterable[tuple[str, AttributeValue]]:
@@ -224,25 +236,37 @@ class Scrubber:
         for key, value in _items(attrs):
             # This loop runs for every attribute of every span, on the application's thread:
             # a harmless key with a number, or with a text seen clean before, is settled here.
-            kind = type(value)
             if verdicts.get(key) is False:
-                if kind is str:
+                if isinstance(value, str):
                     if value in clean:
                         continue
-                elif kind is bool or kind is int or kind is float:
+                elif isinstance(value, (bool, int, float)):
+                    continue
+                elif isinstance(value, tuple) and all(_settled(item, clean) for item in value):
+                    # The SDK keeps lists as tuples: agents, participants.
                     continue
             new = self._value(key, value)
             if new is value:
-                if kind is str and len(value) <= _CLEAN_TEXT_LENGTH and verdicts.get(key) is False:
-                    if len(clean) >= _CLEAN_TEXTS:
-                        clean.clear()
-                    clean.add(value)  # type: ignore[arg-type]
+                if verdicts.get(key) is False:
+                    if isinstance(value, str):
+                        self._remember(value)
+                    elif isinstance(value, tuple):
+                        for item in value:
+                            if isinstance(item, str):
+                                self._remember(item)
                 continue
             if out is None:
                 out = dict(attrs)
             out[key] = new
             touched.append(key)
         return out, touched
+
+    def _remember(self, text: str) -> None:
+        if len(text) <= _CLEAN_TEXT_LENGTH:
+            clean = self._clean_texts
+            if len(clean) >= _CLEAN_TEXTS:
+                clean.clear()
+            clean.add(text)
 
     def _value(self, key: str, value: AttributeValue) -> AttributeValue:
         if self._drop_key(key):
