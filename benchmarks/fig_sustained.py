@@ -17,21 +17,26 @@ from benchmarks._harness import Row, Settings
 
 
 def _holds(rate: float, duration_s: float) -> tuple[bool, float, str]:
-    before = sum(agent_trace.dropped_spans().values())
+    before = agent_trace.dropped_spans()
     started = time.perf_counter()
     made = fx.paced(fx.agent_trace_review, fx.REVIEW_SPANS, rate, duration_s)
     achieved = made / (time.perf_counter() - started)
     delivered = agent_trace.force_flush(timeout_s=30.0)
-    lost = sum(agent_trace.dropped_spans().values()) - before
-    kept_up = achieved >= 0.95 * rate
-    why = (
-        "ok"
-        if delivered and not lost and kept_up
-        else (
-            f"{lost} dropped" if lost else ("flush timed out" if not delivered else "fell behind")
-        )
-    )
-    return delivered and not lost and kept_up, achieved, why
+    after = agent_trace.dropped_spans()
+    lost = {
+        f"{sink}/{reason}": count - before.get((sink, reason), 0)
+        for (sink, reason), count in after.items()
+        if count > before.get((sink, reason), 0)
+    }
+    if lost:
+        why = "dropped " + ", ".join(f"{count} {key}" for key, count in lost.items())
+    elif not delivered:
+        why = "flush timed out"
+    elif achieved < 0.95 * rate:
+        why = f"fell behind ({achieved:.0f}/s)"
+    else:
+        why = "ok"
+    return why == "ok", achieved, why
 
 
 def run(settings: Settings) -> list[Row]:
