@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -209,7 +209,9 @@ def nested_attributes() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     return out
 
 
-def raw_nested(tracer: trace.Tracer, spans: list[tuple[str, dict[str, Any], dict[str, Any]]]):
+def raw_nested(
+    tracer: trace.Tracer, spans: list[tuple[str, dict[str, Any], dict[str, Any]]]
+) -> Callable[[int], None]:
     """The baseline of the nested figure: three raw SDK spans, nested, same attributes."""
     (n1, a1, e1), (n2, a2, e2), (n3, a3, e3) = spans
     start = tracer.start_as_current_span
@@ -226,7 +228,7 @@ def raw_nested(tracer: trace.Tracer, spans: list[tuple[str, dict[str, Any], dict
     return run
 
 
-def raw_turns(tracer: trace.Tracer):
+def raw_turns(tracer: trace.Tracer) -> Callable[[int], None]:
     start = tracer.start_as_current_span
     attrs = TURN_ATTRIBUTES
 

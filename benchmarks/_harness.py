@@ -81,10 +81,10 @@ class FunctionCase(Case):
     def __init__(
         self,
         name: str,
-        run: Callable[[int], None],
+        run: Callable[[int], object],
         *,
-        before: Callable[[], None] | None = None,
-        after: Callable[[], None] | None = None,
+        before: Callable[[], object] | None = None,
+        after: Callable[[], object] | None = None,
     ) -> None:
         self.name = name
         self._run = run

@@ -74,7 +74,7 @@ def _start_grpc() -> tuple[Any, int]:
     import grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-    class TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+    class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         def Export(self, request: Any, context: Any) -> Any:
             spans = sum(
                 len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans
@@ -83,7 +83,9 @@ def _start_grpc() -> tuple[Any, int]:
             return trace_service_pb2.ExportTraceServiceResponse()
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        TraceService(), server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, port

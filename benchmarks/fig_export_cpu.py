@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import defaultdict
 
+from agent_trace._runtime import Pipeline
 from benchmarks import _fixtures as fx
 from benchmarks._harness import Case, Row, Settings, compare, ratio_row
 
@@ -22,7 +23,7 @@ OTLP_MODE = "same, Sentry sink in OTLP mode / OTLP alone"
 
 def _thread_cpu() -> dict[str, float]:
     """CPU seconds used so far by each live Python thread but this one, by thread name."""
-    out: Counter[str] = Counter()
+    out: dict[str, float] = defaultdict(float)
     me = threading.get_ident()
     for thread in threading.enumerate():
         if thread.ident is None or thread.ident == me:
@@ -36,10 +37,10 @@ def _thread_cpu() -> dict[str, float]:
 
 
 class ExportCase(Case):
-    def __init__(self, name: str, pipeline: fx._runtime.Pipeline) -> None:
+    def __init__(self, name: str, pipeline: Pipeline) -> None:
         self.name = name
         self.pipeline = pipeline
-        self.by_thread: Counter[str] = Counter()
+        self.by_thread: dict[str, float] = defaultdict(float)
         self.spans = 0
 
     def before(self) -> None:

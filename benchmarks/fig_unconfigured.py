@@ -6,6 +6,8 @@ the baseline is the OpenTelemetry API with no SDK installed, the same calls made
 
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry import trace
 
 from benchmarks import _fixtures as fx
@@ -19,7 +21,7 @@ def run(settings: Settings) -> list[Row]:
     fx.install(None)
     # No SDK provider is ever set in this process: the API hands out its proxy, no-op tracer.
     tracer = trace.get_tracer("bench")
-    spans = [
+    spans: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         ("invoke_workflow ethical_review", {"gen_ai.operation.name": "invoke_workflow"}, {}),
         ("invoke_agent ethics", fx.TURN_ATTRIBUTES, {}),
         ("consensus_round weighted_vote", {"agent_trace.consensus.round": 1}, {}),
