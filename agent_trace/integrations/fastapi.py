@@ -45,7 +45,6 @@ from agent_trace.integrations import _missing_extra
 
 try:
     import fastapi
-    from opentelemetry.instrumentation.asgi import get_host_port_url_tuple
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     from opentelemetry.util.http import ExcludeList, parse_excluded_urls
     from starlette.background import BackgroundTask
@@ -104,8 +103,9 @@ def instrument(
     Args:
         app: the application; returned, instrumented.
         excluded_urls: regular expressions, as a list or comma-separated, searched in each
-            request's full URL; default `OTEL_PYTHON_FASTAPI_EXCLUDED_URLS` (or
-            `OTEL_PYTHON_EXCLUDED_URLS`), read now.
+            request's full URL for tracing; the hash check is skipped only when one is found
+            in the request's path (never its Host header or query); default
+            `OTEL_PYTHON_FASTAPI_EXCLUDED_URLS` (or `OTEL_PYTHON_EXCLUDED_URLS`), read now.
         constitutional_hash_mode: `off`; `observe` records a request whose
             `Constitutional-Hash` header is missing or different as a violation; `enforce`
             also refuses it, 428 when missing and 409 when different.
@@ -212,9 +212,11 @@ class _Options:
         return None if settings is None else settings.constitution_hash
 
     def is_excluded(self, scope: Scope) -> bool:
-        # The same URL the instrumentation matches its exclusions against.
-        url: str = get_host_port_url_tuple(scope)[2]  # type: ignore[no-untyped-call]
-        return self.excluded.url_disabled(url)
+        # The path only: the instrumentation's URL starts with the client's Host header, so a
+        # pattern found there would let any client switch the check off. The query is the
+        # client's too, so it is left out as well.
+        path: str = scope.get("path") or "/"
+        return self.excluded.url_disabled(path)
 
 
 def _excluded(excluded_urls: str | Sequence[str] | None) -> str:

@@ -186,12 +186,6 @@ def test_observe_mode_lets_hostile_hashes_through_and_records_them(spans: Captur
     assert spans.find(prefix="policy_check ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_Options.is_excluded matches the excluded-URL patterns against a URL built from the "
-    "client's Host header: any request whose Host contains an excluded pattern skips the "
-    "Constitutional-Hash check in enforce mode",
-)
 @pytest.mark.parametrize("host", ["metrics", "metrics.agent.example", "agent/metrics"])
 def test_host_header_cannot_switch_off_enforcement(spans: CapturedSpans, host: str) -> None:
     app = build_app("enforce", excluded=["metrics"])
