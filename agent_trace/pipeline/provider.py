@@ -7,7 +7,9 @@ pipeline for a tracer on each call; agent-trace's own model holds the SDK tracer
 
 from __future__ import annotations
 
+import os
 import random
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -36,16 +38,26 @@ SPAN_LIMITS = SpanLimits(
 )
 
 
-class SystemRandomIdGenerator(IdGenerator):
-    """Trace and span ids from the operating system's random source.
+class PrivateRandomIdGenerator(IdGenerator):
+    """Trace and span ids from a random generator of our own, seeded by the operating system.
 
     The SDK's default draws from the `random` module, whose state the host program owns: an
     agent simulation that calls `random.seed(0)` for reproducible runs would give every run
-    the same trace ids, and the backends would merge unrelated traces.
+    the same trace ids, and the backends would merge unrelated traces. A private generator is
+    immune to that and, unlike `SystemRandom`, costs no system call per id; a forked child
+    reseeds it, or parent and child would draw the same ids.
     """
 
     def __init__(self) -> None:
-        self._random = random.SystemRandom()
+        self._random = random.Random(os.urandom(32))
+        self_ref = weakref.ref(self)
+
+        def reseed() -> None:
+            generator = self_ref()
+            if generator is not None:
+                generator._random.seed(os.urandom(32))
+
+        os.register_at_fork(after_in_child=reseed)
 
     def generate_span_id(self) -> int:
         while True:
@@ -71,7 +83,7 @@ def build_provider(
         sampler=ParentBased(TraceIdRatioBased(sample_rate)),
         resource=Resource.create(attrs),
         span_limits=SPAN_LIMITS,
-        id_generator=SystemRandomIdGenerator(),
+        id_generator=PrivateRandomIdGenerator(),
         shutdown_on_exit=False,
     )
 
