@@ -9,6 +9,7 @@ hands Sentry the current OpenTelemetry ids, so error events link to the active s
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -167,8 +168,15 @@ class SentryClient:
         return self._sdk.get_client().transport
 
     def flush(self, timeout_s: float) -> bool:
-        self._sdk.get_client().flush(timeout=max(0.0, timeout_s))
-        return True
+        """Wait for sentry-sdk's transport queue; False when it did not drain in time.
+
+        sentry-sdk's flush returns nothing either way, but it returns as soon as its queue is
+        empty: a flush that used the whole timeout left envelopes undelivered.
+        """
+        timeout_s = max(0.0, timeout_s)
+        started = time.monotonic()
+        self._sdk.get_client().flush(timeout=timeout_s)
+        return time.monotonic() - started < timeout_s * 0.95
 
     def close(self, timeout_s: float) -> None:
         from sentry_sdk.scope import remove_external_propagation_context
