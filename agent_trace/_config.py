@@ -90,11 +90,18 @@ class SentryDsn:
         prefix, _, project = path.rpartition("/")
         if not project.isdigit():
             raise _fail(setting, shown, "the path must end with a numeric project id", _DSN_FIX)
-        host = parts.hostname if port is None else f"{parts.hostname}:{port}"
+        # urlsplit drops the brackets of an IPv6 address; without them the port is ambiguous.
+        hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        host = hostname if port is None else f"{hostname}:{port}"
         return cls(parts.scheme, parts.username, host, project, prefix)
 
 
 _DSN_FIX = "use the DSN from the Sentry project settings, shaped like http(s)://KEY@HOST/PROJECT_ID"
+
+
+def redact_endpoint(raw: str) -> str:
+    """The endpoint with any `user:password@` replaced by `***@`, for messages and output."""
+    return re.sub(r"(//)?[^/@]*@", lambda m: f"{m.group(1) or ''}***@", raw, count=1)
 
 
 def _redact_dsn(raw: str) -> str:
@@ -173,7 +180,7 @@ def _parse_bool(value: Any, setting: str) -> bool:
 def _parse_float(value: Any, setting: str, low: float, high: float, fix: str) -> float:
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _fail(setting, value, "not a number", fix) from None
     if isinstance(value, bool) or math.isnan(number) or not low <= number <= high:
         raise _fail(setting, value, f"must be between {low} and {high}", fix)
@@ -183,7 +190,7 @@ def _parse_float(value: Any, setting: str, low: float, high: float, fix: str) ->
 def _parse_int(value: Any, setting: str, low: int, high: int) -> int:
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _fail(setting, value, "not a whole number", f"use {low}..{high}") from None
     if isinstance(value, bool) or not low <= number <= high:
         raise _fail(setting, value, f"must be between {low} and {high}", f"use {low}..{high}")
@@ -193,33 +200,62 @@ def _parse_int(value: Any, setting: str, low: int, high: int) -> int:
 def _parse_pairs(value: Any, setting: str) -> dict[str, str]:
     """`k=v,k2=v2` (URL-encoded, like OTEL_*_HEADERS and OTEL_RESOURCE_ATTRIBUTES) or a mapping."""
     if isinstance(value, Mapping):
-        return {str(k): str(v) for k, v in value.items()}
-    pairs: dict[str, str] = {}
-    for item in str(value).split(","):
-        if not item.strip():
-            continue
-        key, sep, val = item.partition("=")
-        if not sep or not key.strip():
-            raise _fail(setting, value, f"{item.strip()!r} is not key=value", "use k1=v1,k2=v2")
-        pairs[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(val.strip())
+        pairs = {str(k): str(v) for k, v in value.items()}
+    else:
+        pairs = {}
+        for index, item in enumerate(str(value).split(",")):
+            if not item.strip():
+                continue
+            key, sep, val = item.partition("=")
+            if not sep or not key.strip():
+                # Only the position is shown: the other items may carry credentials.
+                raise ConfigurationError(
+                    f"{setting}=(value hidden): item {index + 1} is not key=value. "
+                    "Fix: use k1=v1,k2=v2"
+                )
+            pairs[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(val.strip())
+    for key, val in pairs.items():
+        # A line break would end the header early: the HTTP exporter then refuses every request.
+        if any(c in "\r\n\x00" for c in key + val):
+            raise ConfigurationError(
+                f"{setting}=(value hidden): the item named {key.strip()[:64]!r} contains a "
+                "line break or NUL. Fix: remove it from the value"
+            )
     return pairs
 
 
 def _parse_endpoint(value: Any, setting: str) -> str:
     text = str(value)
+    shown = redact_endpoint(text)
     fix = "give a URL such as http://127.0.0.1:4317 (gRPC) or http://127.0.0.1:4318 (HTTP)"
     if any(c.isspace() for c in text):
-        raise _fail(setting, text, "the endpoint contains white space", fix)
+        raise _fail(setting, shown, "the endpoint contains white space", fix)
     try:
         parts = urllib.parse.urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise _fail(setting, text, f"not a URL ({exc})", fix) from None
+        raise _fail(setting, shown, f"not a URL ({exc})", fix) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _fail(
-            setting, text, "the endpoint needs an http:// or https:// scheme and a host", fix
+            setting, shown, "the endpoint needs an http:// or https:// scheme and a host", fix
         )
     return text
+
+
+def _check_local_path(path: Path) -> None:
+    """Refuse a path no write could use, now rather than on every later write."""
+    fix = "name a file such as traces.jsonl"
+    if "\x00" in str(path):
+        raise _fail("local_path", str(path), "contains a NUL byte", fix)
+    try:
+        is_dir = path.is_dir()
+    except (OSError, ValueError) as exc:
+        raise _fail("local_path", str(path), f"cannot be used ({exc})", fix) from None
+    if is_dir:
+        raise _fail("local_path", str(path), "is a directory", fix)
+    too_long = any(len(part.encode()) > 255 for part in path.parts)
+    if too_long:
+        raise _fail("local_path", str(path), "has a name longer than 255 bytes", fix)
 
 
 def _sampler_rate(src: _Source, explicit: Any) -> float:
@@ -344,8 +380,8 @@ def resolve_settings(
         else (path_raw is not None or (endpoint is None and dsn is None))
     )
     path = Path(path_raw) if path_raw is not None else DEFAULT_LOCAL_PATH
-    if local_on and path.exists() and path.is_dir():
-        raise _fail("local_path", str(path), "is a directory", "name a file such as traces.jsonl")
+    if local_on:
+        _check_local_path(path)
 
     rate = _sampler_rate(src, sample_rate)
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from agent_trace._config import ConfigurationError, Settings
+from agent_trace._config import ConfigurationError, Settings, redact_endpoint
 
 
 def add_sink_options(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +33,7 @@ def describe_sinks(settings: Settings) -> list[str]:
     """One line per active sink, with no secret in it."""
     lines = []
     if settings.otlp_endpoint:
-        lines.append(f"otlp ({settings.otlp_protocol}): {settings.otlp_endpoint}")
+        lines.append(f"otlp ({settings.otlp_protocol}): {redact_endpoint(settings.otlp_endpoint)}")
     if settings.sentry_dsn is not None:
         lines.append(f"sentry ({settings.sentry_mode}): {settings.sentry_dsn.redacted}")
     if settings.local_path is not None:

@@ -45,18 +45,7 @@ HUGE_NUMBERS = {
 
 @pytest.mark.parametrize(
     "settings",
-    [
-        pytest.param(
-            value,
-            id=label,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="_config._parse_float/_parse_int catch TypeError and ValueError only: "
-                "float(10**400) and int(inf) raise OverflowError, not ConfigurationError",
-            ),
-        )
-        for label, value in HUGE_NUMBERS.items()
-    ],
+    [pytest.param(value, id=label) for label, value in HUGE_NUMBERS.items()],
 )
 def test_numbers_out_of_float_range_raise_configuration_error(settings: dict[str, Any]) -> None:
     with pytest.raises(agent_trace.ConfigurationError):
@@ -93,23 +82,12 @@ def test_bad_values_raise_configuration_error(settings: dict[str, Any]) -> None:
         configure(**settings)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resolve_settings calls Path.exists() on local_path: a NUL byte is silently accepted "
-    "(every later write fails) and an over-long name raises OSError instead of "
-    "ConfigurationError",
-)
 @pytest.mark.parametrize("name", ["a\x00b.jsonl", "a" * 5000])
 def test_unusable_local_path_raises_configuration_error(tmp_path: Path, name: str) -> None:
     with pytest.raises(agent_trace.ConfigurationError):
         agent_trace.configure("adversarial", local_path=str(tmp_path / name), _env={})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_config._parse_pairs accepts OTLP header values with CR/LF; the HTTP exporter then "
-    "refuses every request, so every span is lost instead of configure() failing",
-)
 @pytest.mark.parametrize(
     "headers", ["x-tenant=a%0D%0AInjected:%201", {"x-tenant": "a\r\nInjected: 1"}]
 )
@@ -118,11 +96,6 @@ def test_header_values_with_line_breaks_raise_configuration_error(headers: Any) 
         configure(otlp_endpoint=recorder.traces_url, otlp_protocol="http", otlp_headers=headers)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SentryDsn.parse keeps parts.hostname without brackets, so a valid IPv6 DSN becomes "
-    "http://key@::1:9/1 and sentry_sdk.init raises BadDsn out of configure()",
-)
 def test_ipv6_loopback_dsn_is_accepted() -> None:
     try:
         configure(sentry_dsn="http://abcdef0123456789@[::1]:9/1", alert_policy=False)
@@ -140,11 +113,6 @@ ENDPOINTS_WITH_CREDENTIALS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_config._parse_endpoint quotes the whole endpoint, user:password included, in the "
-    "ConfigurationError message (the DSN key is redacted, endpoint credentials are not)",
-)
 @pytest.mark.parametrize(
     "settings", ENDPOINTS_WITH_CREDENTIALS.values(), ids=list(ENDPOINTS_WITH_CREDENTIALS)
 )
@@ -154,11 +122,6 @@ def test_endpoint_errors_do_not_show_the_password(settings: dict[str, Any]) -> N
     assert SECRET not in str(raised.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_config._parse_pairs quotes the whole OTEL_EXPORTER_OTLP_HEADERS value in its error: "
-    "a bearer token in another header is printed when one item is malformed",
-)
 @pytest.mark.parametrize(
     "settings",
     [
@@ -192,11 +155,6 @@ def test_dsn_errors_never_show_the_key(dsn: str) -> None:
     assert SECRET not in str(raised.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SinkWorker._export logs sink.describe(), and OtlpSink.describe() is the endpoint "
-    "as configured: a failing export writes user:password into the application's log",
-)
 def test_failed_export_log_does_not_show_endpoint_password(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -238,11 +196,6 @@ def trace_file(tmp_path: Path) -> Path:
     return write_lines(tmp_path / "traces.jsonl", request_line(span_json()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/_common.describe_sinks prints settings.otlp_endpoint as given: `agent-trace "
-    "replay` shows the endpoint's user:password on stdout",
-)
 def test_replay_output_does_not_show_endpoint_password(trace_file: Path) -> None:
     with OtlpHttpRecorder() as recorder:
         endpoint = recorder.traces_url.replace("http://", f"http://agent:{SECRET}@")
@@ -262,11 +215,6 @@ def test_replay_output_does_not_show_endpoint_password(trace_file: Path) -> None
     assert SECRET.encode() not in result.stdout + result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/doctor prints worker.sink.describe(), the OTLP endpoint as given, so `agent-trace "
-    "doctor` shows the endpoint's user:password",
-)
 def test_doctor_output_does_not_show_endpoint_password() -> None:
     with OtlpHttpRecorder() as recorder:
         endpoint = recorder.traces_url.replace("http://", f"http://agent:{SECRET}@")

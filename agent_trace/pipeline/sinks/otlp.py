@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from agent_trace._config import redact_endpoint
+
 __all__ = ["OtlpSink"]
 
 # The OTLP exporters log an ERROR per failed batch; our worker already warns once a minute
@@ -61,7 +63,8 @@ class OtlpSink:
         shown_endpoint: str | None = None,
     ) -> None:
         self.name = name
-        self._shown = shown_endpoint or endpoint
+        # Shown in export-failure warnings and `doctor`: never the endpoint's user:password.
+        self._shown = redact_endpoint(shown_endpoint or endpoint)
         self._settings = (endpoint, protocol, dict(headers), timeout_s)
         self._exporter: SpanExporter = self._build()
         # Exporters a forked child replaced; kept so that the child never closes them.
