@@ -41,6 +41,7 @@ _KEY_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _SECRET_WORDS = frozenset(
     {
         "password",
+        "passwords",
         "passwd",
         "pwd",
         "pass",
@@ -58,6 +59,13 @@ _SECRET_WORDS = frozenset(
         "apikey",
         "accesskey",
         "privatekey",
+        # Run-together spellings of the pairs below, which the word split cannot separate.
+        "sessionkey",
+        "secretkey",
+        "clientsecret",
+        "accesstoken",
+        "authtoken",
+        "refreshtoken",
         "jwt",
         "bearer",
     }
@@ -76,12 +84,13 @@ _SECRET_PAIRS = frozenset(
 _SAFE_KEYS = frozenset({"agent_trace.constitution.hash", "agent_trace.scrubbed"})
 
 _PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
-    ("url_credentials", re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+@"), "[REDACTED:credentials]@"),
+    ("url_credentials", re.compile(r"(?<=://)[^/\s:@]*:[^/\s@]+@"), "[REDACTED:credentials]@"),
     (
         "query_secret",
         re.compile(
-            r"(?i)(?<=[?&;])(access_token|token|sig|signature|key|api_key|apikey|password|"
-            r"passwd|secret|auth|client_secret|code)=[^&#\s]*"
+            r"(?i)(?<=[?&;])(access_token|refresh_token|id_token|token|sig|signature|"
+            r"x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|key|"
+            r"api_key|apikey|password|passwd|secret|auth|client_secret|code)=[^&#\s]*"
         ),
         r"\1=[REDACTED]",
     ),
@@ -93,7 +102,9 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "assignment",
         re.compile(
-            r"(?i)\b(password|passwd|pwd|secret|api[_-]?key|token)\s*[:=]\s*['\"]?[^\s'\",;]{3,}"
+            # No \b before the name: `client_secret=` and `refresh_token=` are assignments too.
+            r"(?i)(?<![A-Za-z0-9])(password|passwd|pwd|secret|api[_-]?key|token)"
+            r"\s*[:=]\s*['\"]?[^\s'\",;]{3,}"
         ),
         r"\1=[REDACTED]",
     ),

@@ -191,12 +191,6 @@ def test_secret_keys_inside_mappings_are_redacted(
     assert export(in_session(**attributes)).leaks() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scrub.is_secret_key splits keys into words and has no plural 'passwords' nor the "
-    "run-together forms of its own pairs ('sessionkey', 'clientsecret') or of 'token' "
-    "('accesstoken', 'authtoken'), while 'apikey'/'accesskey'/'privatekey' are listed",
-)
 @pytest.mark.parametrize(
     "key", ["passwords", "db_passwords", "sessionkey", "clientsecret", "accesstoken", "authtoken"]
 )
@@ -213,12 +207,6 @@ VALUES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scrub._PATTERNS: url_credentials needs a non-empty user, query_secret needs the "
-    "parameter name right after ?/&/; (misses refresh_token, X-Amz-Signature), and the "
-    "assignment pattern needs a word boundary before 'secret'/'token'",
-)
 @pytest.mark.parametrize("value", VALUES.values(), ids=list(VALUES))
 def test_secret_shapes_in_values_are_scrubbed(export: Callable[..., Exported], value: str) -> None:
     assert export(in_session(note=value)).leaks() == []
