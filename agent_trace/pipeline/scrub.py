@@ -132,6 +132,50 @@ def scrub_text(text: str) -> str:
     return text
 
 
+# Lines of a formatted traceback that belong to its layout, not to any exception's text.
+_CHAIN_LINES = frozenset(
+    {
+        "Traceback (most recent call last):",
+        "The above exception was the direct cause of the following exception:",
+        "During handling of the above exception, another exception occurred:",
+    }
+)
+_EXCEPTION_HEADER = re.compile(r"([\w.]+)(:.*)?")
+
+
+def _without_exception_text(stack: str) -> str:
+    """The traceback with the message and notes of every exception in its chain removed.
+
+    Frames are indented, so a line at column 0 that is not part of the layout is an
+    exception's `Type: message` line, or a continuation of its message, or a note: the type
+    is kept, the rest is replaced. Replacing only these lines keeps the frames readable when a
+    message is as short as one letter.
+    """
+    out: list[str] = []
+    in_text = False
+    for line in stack.split("\n"):
+        if not line or line in _CHAIN_LINES:
+            in_text = False
+            out.append(line)
+            continue
+        if in_text:
+            # A message's further lines (indented or not) and the notes run until the blank
+            # line before the next part of the chain: one placeholder stands for them all.
+            continue
+        if line[0].isspace():
+            out.append(line)
+            continue
+        in_text = True
+        header = _EXCEPTION_HEADER.fullmatch(line)
+        if header is None:
+            out.append(CONTENT_PLACEHOLDER)
+        elif header.group(2):
+            out.append(f"{header.group(1)}: {CONTENT_PLACEHOLDER}")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def is_secret_key(key: str) -> bool:
     """Whether an attribute key names a secret (its value is then replaced whole)."""
     if key in _SAFE_KEYS:
@@ -325,15 +369,14 @@ class Scrubber:
         """An exception's message is content: without capture, it leaves the event and trace."""
         if not attrs:
             return None
-        message = attrs.get("exception.message")
-        if not isinstance(message, str) or not message or message == CONTENT_PLACEHOLDER:
-            return None
         out = dict(attrs)
-        out["exception.message"] = CONTENT_PLACEHOLDER
-        stack = out.get("exception.stacktrace")
+        message = attrs.get("exception.message")
+        if isinstance(message, str) and message and message != CONTENT_PLACEHOLDER:
+            out["exception.message"] = CONTENT_PLACEHOLDER
+        stack = attrs.get("exception.stacktrace")
         if isinstance(stack, str):
-            out["exception.stacktrace"] = stack.replace(message, CONTENT_PLACEHOLDER)
-        return out
+            out["exception.stacktrace"] = _without_exception_text(stack)
+        return out if out != attrs else None
 
     def _links(self, links: Sequence[Link]) -> tuple[Sequence[Link], bool]:
         """Link attributes are exported like span attributes, so they are scrubbed alike."""
@@ -359,9 +402,13 @@ class Scrubber:
             attrs, _ = self.attributes(event.attributes)
             if event.name == "exception" and not self.capture_content:
                 attrs = self._without_message(attrs if attrs is not None else event.attributes)
-            if attrs is None:
+            # Event names are free text set by the application, like attribute values.
+            name = scrub_text(event.name)
+            if attrs is None and name == event.name:
                 out.append(event)
                 continue
             changed = True
-            out.append(Event(event.name, attrs, event.timestamp))
+            out.append(
+                Event(name, attrs if attrs is not None else event.attributes, event.timestamp)
+            )
         return out, changed

@@ -235,12 +235,6 @@ def _noted() -> None:
         raise error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Scrubber._without_message removes only str(exc) from exception.stacktrace: the "
-    "message of a chained cause or context, and notes added with add_note, stay in the "
-    "exported stack trace although content capture is off",
-)
 @pytest.mark.parametrize("attack", [_chained, _implicit, _noted], ids=["cause", "context", "note"])
 def test_exception_chain_messages_never_leave_without_content_capture(
     export: Callable[..., Exported], attack: Attack
@@ -248,12 +242,6 @@ def test_exception_chain_messages_never_leave_without_content_capture(
     assert export(attack).leaks() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Scrubber._without_message does stacktrace.replace(message, placeholder): a short "
-    "message such as 'e' rewrites every 'e' of the stack trace, so frames stop being readable "
-    "(SECURITY.md: the exception type and stack frames still arrive)",
-)
 def test_short_exception_message_keeps_the_stack_trace_readable() -> None:
     with captured() as spans:
         with pytest.raises(ValueError):
@@ -266,11 +254,6 @@ def test_short_exception_message_keeps_the_stack_trace_readable() -> None:
         assert "test_secrets.py" in stack
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Scrubber._events scrubs event attributes but never the event name, and SECURITY.md "
-    "does not list event names among the user's responsibilities (span names are listed)",
-)
 def test_event_names_are_scrubbed(export: Callable[..., Exported]) -> None:
     def attack() -> None:
         with agent_trace.session("review") as session:
