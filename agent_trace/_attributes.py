@@ -101,10 +101,26 @@ def _jsonable(value: object, depth: int = 0) -> object:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, Mapping):
-        return {_safe_str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+        return _jsonable_mapping(value, depth)
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_jsonable(v, depth + 1) for v in list(value)[:MAX_SEQUENCE_ITEMS]]
     return _safe_str(value)
+
+
+def _jsonable_mapping(value: Mapping[Any, Any], depth: int) -> dict[str, object]:
+    """The mapping with the values of secret-named keys redacted.
+
+    The mapping leaves as one JSON string, so the scrubber sees no keys in it any more: the
+    key rule has to be applied here, before encoding.
+    """
+    # Imported here: the scrubber imports this module.
+    from agent_trace.pipeline.scrub import REDACTED, is_secret_key
+
+    out: dict[str, object] = {}
+    for key, item in value.items():
+        name = _safe_str(key)
+        out[name] = REDACTED if is_secret_key(name) else _jsonable(item, depth + 1)
+    return out
 
 
 def _float_text(value: float) -> str:

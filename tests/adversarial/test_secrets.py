@@ -178,12 +178,6 @@ NESTED = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the model turns mappings into JSON strings (_attributes.to_attribute) before the "
-    "scrubber runs, so Scrubber's per-key redaction of nested maps never applies and the "
-    "'password=' pattern does not match the JSON form '\"password\":\"...\"'",
-)
 @pytest.mark.parametrize("attributes", NESTED.values(), ids=list(NESTED))
 def test_secret_keys_inside_mappings_are_redacted(
     export: Callable[..., Exported], attributes: dict[str, Any]
