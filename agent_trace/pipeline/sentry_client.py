@@ -162,6 +162,11 @@ class SentryClient:
                 scope.set_tag(key, value)
             if fingerprint:
                 scope.fingerprint = fingerprint
+            if not self.owned:
+                # A borrowed client keeps the application's own options (no before_send of
+                # ours): the events agent-trace sends are scrubbed on this scope instead,
+                # breadcrumbs included, since they are merged in before processors run.
+                scope.add_event_processor(self._before_send)  # type: ignore[arg-type]
             scope.capture_exception(exc)
 
     def transport(self) -> Any:

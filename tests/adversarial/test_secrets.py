@@ -257,12 +257,6 @@ def test_event_names_are_scrubbed(export: Callable[..., Exported]) -> None:
     assert export(attack).leaks() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SentryClient borrows an application's sentry-sdk client for the same DSN without "
-    "installing the scrubbing before_send: the violation event agent-trace sends then carries "
-    "the exception message (content capture off), breadcrumbs and tags unscrubbed",
-)
 def test_violation_event_is_scrubbed_when_the_app_initialised_sentry_first(
     recorders: tuple[OtlpHttpRecorder, OtlpHttpRecorder],
 ) -> None:
