@@ -247,7 +247,8 @@ def track_constitutional_compliance(
     """
 
     def decorate(func: F) -> F:
-        name = policy or func.__name__
+        # A functools.partial or a callable object has no __name__: name it by its type.
+        name = policy or getattr(func, "__name__", None) or type(func).__name__
 
         def verdict(check: PolicyCheck, result: Any) -> None:
             try:

@@ -161,7 +161,7 @@ class ConsensusRound(Scope):
             self._weights[side] -= previous[1]
             self._counts[side] -= 1
         side = vote_side(value)
-        weight = float(weight) if math.isfinite(float(weight)) else 0.0
+        weight = _finite_weight(weight)
         self._weights[side] += weight
         self._counts[side] += 1
         self._votes[agent] = (value, weight)
@@ -265,6 +265,15 @@ class ConsensusRound(Scope):
 
 
 _MISSING = object()
+
+
+def _finite_weight(weight: Any) -> float:
+    """A vote's weight as a finite float; anything else (text, NaN, 10**400) weighs nothing."""
+    try:
+        number = float(weight)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 def consensus_round(

@@ -178,7 +178,11 @@ class MessageProcess(Scope):
         )
         super().__init__(session, f"process {recipient}", converted)
         self._kind = SpanKind.CONSUMER
-        self._links = _links_to(message)
+        try:
+            self._links = _links_to(message)
+        except Exception:
+            # An unusable message (neither a send, a SpanContext nor headers) links to nothing.
+            self._links = []
 
 
 def _links_to(message: Any) -> list[trace.Link]:

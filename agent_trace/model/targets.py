@@ -31,7 +31,7 @@ def monitor_performance_target(
     """
     try:
         met = bool(math.isfinite(actual_value) and actual_value <= target_value)
-    except TypeError:
+    except (TypeError, ValueError, OverflowError):
         return False
     try:
         pipeline = _runtime.current()

@@ -298,22 +298,12 @@ def test_thousands_of_agents_in_one_round() -> None:
 # -- arguments of the wrong shape -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="monitor_performance_target catches TypeError only: math.isfinite(10**400) raises "
-    "OverflowError into the caller",
-)
 def test_performance_target_with_huge_int_does_not_raise() -> None:
     with captured():
         with agent_trace.session("targets"):
             assert agent_trace.monitor_performance_target("latency", 5.0, 10**400) is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="coordination._links_to calls dict(message) unguarded in MessageProcess.__init__: a "
-    "message that is neither a MessageSend, a SpanContext nor a mapping raises",
-)
 def test_process_message_with_unusable_message_does_not_raise() -> None:
     with captured() as spans:
         with agent_trace.session("messages"):
@@ -331,11 +321,6 @@ def test_vote_with_unusable_weight_does_not_raise() -> None:
                 rnd.vote("ops", "approve", weight=math.nan)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Voter.cast calls ConsensusRound._tally without the guard vote() has: a weight "
-    "float() refuses raises into the caller",
-)
 def test_timed_vote_with_unusable_weight_does_not_raise() -> None:
     with captured():
         with agent_trace.session("votes") as session:
@@ -397,11 +382,6 @@ def test_monitor_consensus_calls_the_function_when_a_participant_cannot_be_named
     assert calls == [1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="track_constitutional_compliance takes func.__name__ as the policy: decorating a "
-    "functools.partial (no __name__) raises AttributeError at decoration time",
-)
 def test_compliance_decorator_accepts_a_partial() -> None:
     def check(rules: list[str], proposal: str) -> bool:
         return proposal not in rules
