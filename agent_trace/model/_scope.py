@@ -234,7 +234,12 @@ class Scope:
         duration_s = time.perf_counter() - self._start_s
         recording = span.is_recording() and self._pipeline is not None
         if exc is not None:
-            self._record_exception(exc)
+            try:
+                self._record_exception(exc)
+            except Exception:
+                # An exception that cannot be described (its __str__ raises) must not cost the
+                # span: it is still ended and exported, without the description.
+                internal_error(_log, f"recording an exception in {type(self).__name__}")
         self._on_exit(exc, duration_s, recording)
         # Only a span this scope started records; a reused sampled-out parent never does.
         if recording:

@@ -51,7 +51,8 @@ class RoundResult:
     """The tally of a consensus round.
 
     `agreement` is the larger of the weighted shares for and against among non-abstaining
-    votes; the round reaches consensus when it meets `threshold` and `quorum` votes were cast.
+    votes; the round reaches consensus when it meets `threshold`, `quorum` votes were cast and
+    the two sides are not tied (a tie is never consensus, even at a threshold of 0.5).
     `decision` is `approve`, `reject` or None.
     """
 
@@ -224,7 +225,8 @@ class ConsensusRound(Scope):
         if outcome is None:
             if cast_total < self.quorum:
                 outcome = "no_quorum"
-            elif decided > 0 and agreement >= self.threshold:
+            elif decided > 0 and agreement >= self.threshold and share_for != share_against:
+                # A tie decides nothing, whatever the threshold.
                 outcome = "consensus"
             else:
                 outcome = "no_consensus"

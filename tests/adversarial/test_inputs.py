@@ -392,12 +392,6 @@ def test_compliance_decorator_accepts_a_partial() -> None:
         assert spans.find(prefix="policy_check ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ConsensusRound.conclude: with the default threshold 0.5 a 1-1 split has agreement "
-    "0.5 >= threshold and share_for >= share_against, so a tie is reported as consensus to "
-    "approve",
-)
 def test_a_tie_is_not_consensus_to_approve() -> None:
     with captured():
         with agent_trace.session("review") as session:
@@ -411,11 +405,6 @@ def test_a_tie_is_not_consensus_to_approve() -> None:
 # -- exceptions -----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Scope._record_exception: span.record_exception calls str(exc); when __str__ raises "
-    "the exception skips span.end() and _on_exit, so the session span is never exported",
-)
 def test_exception_whose_str_raises_still_ends_the_span() -> None:
     with captured() as spans:
         with pytest.raises(FailingStrError):
@@ -426,11 +415,6 @@ def test_exception_whose_str_raises_still_ends_the_span() -> None:
         assert len(spans.turns(spans.sessions()[0])) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a ConstitutionalViolationError whose message cannot be shown loses the session and "
-    "turn spans it escapes (record_exception calls str(exc) before span.end())",
-)
 def test_violation_whose_message_cannot_be_shown_still_ends_the_span() -> None:
     error = agent_trace.ConstitutionalViolationError(FailingStr(), "privacy")  # type: ignore[arg-type]
     with captured() as spans:
