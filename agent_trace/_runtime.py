@@ -230,10 +230,13 @@ class Pipeline:
             self.alerts.flush()
         ok = self.processor.shutdown_within(timeout_s)
         if self.sentry is not None:
+            # The envelope sink's flush above only waited: what the Sentry transport still
+            # holds is counted, and reported here.
             try:
-                self.sentry.close(max(0.0, deadline - time.monotonic()))
+                ok = self.sentry.close(max(0.0, deadline - time.monotonic())) and ok
             except Exception:
                 internal_error(_log, "sentry close")
+                ok = False
         _run_with_deadline(self.meter_provider.shutdown, max(0.0, deadline - time.monotonic()))
         return ok
 
