@@ -37,6 +37,9 @@ _log = logging.getLogger(__name__)
 # and reporting what was lost is done before the caller's deadline, not just after it.
 _BOOKKEEPING_S = 0.05
 
+# A full queue warns at most this often; the drops themselves are all counted.
+_FULL_WARNING_INTERVAL_S = 60.0
+
 # Instrumentation libraries check this key and stay silent: exports are never traced themselves.
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 
@@ -83,13 +86,20 @@ class SinkWorker:
         self._cond = threading.Condition()
         self._flush_requested = False
         self._closed = False
-        # Monotonic tallies that let flush() know when everything enqueued before it is done.
-        self._enqueued = 0
+        # Set once the queue holds a batch and the export thread was woken for it; the thread
+        # clears it when it takes a batch, so a busy queue notifies once per batch, not per span.
+        self._signalled = False
+        # Monotonic tallies that let flush() know when everything enqueued before it is done:
+        # spans taken off the queue (by the export thread or as written off) and spans settled.
+        self._taken = 0
         self._done = 0
         self._failed = 0
         # Spans inside the sink's export call right now; shutdown writes them off if it gives up.
         self._in_flight = 0
         self._written_off = False
+        self._full = drops.cell(sink.name, QUEUE_FULL)
+        self._full_lock = threading.Lock()
+        self._next_full_warning = 0.0
         self.last_error: str | None = None
         self.exported = 0
         self._start_thread()
@@ -112,10 +122,12 @@ class SinkWorker:
         # The child inherits the parent's queue (those spans belong to the parent, which
         # exports them) but not its thread: start clean.
         self._cond = threading.Condition()
+        self._full_lock = threading.Lock()
         self._queue.clear()
-        self._enqueued = self._done = self._failed = self._in_flight = 0
+        self._taken = self._done = self._failed = self._in_flight = 0
         self._written_off = False
         self._flush_requested = False
+        self._signalled = False
         if not self._closed:
             self._start_thread()
 
@@ -124,28 +136,60 @@ class SinkWorker:
         return len(self._queue)
 
     def enqueue(self, span: ReadableSpan) -> None:
+        queue = self._queue
+        if self._closed:
+            self._drops.add(self.sink.name, AFTER_SHUTDOWN)
+            return
+        if len(queue) >= self._max_queue:
+            self._drop_full()
+            return
+        # No lock on this path, as in the SDK's batch processor: `deque.append` is atomic, and
+        # only the export thread and shutdown take spans off, under the condition's lock.
+        # Threads racing here may overfill the queue by one span each, never more.
+        queue.append(span)
+        if self._closed:
+            # Shutdown emptied the queue between our check and our append.
+            self._write_off_late()
+        elif len(queue) >= self._max_batch and not self._signalled:
+            self._signalled = True
+            with self._cond:
+                self._cond.notify()
+
+    def _drop_full(self) -> None:
+        with self._full_lock:
+            self._full.count += 1
+        now = time.monotonic()
+        if now < self._next_full_warning:
+            return
+        self._next_full_warning = now + _FULL_WARNING_INTERVAL_S
+        warn_once(
+            _log,
+            f"queue_full:{self.sink.name}",
+            "agent-trace: the %s sink's queue is full (%d spans); new spans are dropped "
+            "and counted until it drains",
+            self.sink.name,
+            self._max_queue,
+        )
+
+    def _take_all(self) -> int:
+        """Empty the queue (under the condition's lock); the spans count as settled, failed."""
+        queue = self._queue
+        count = 0
+        # One span at a time: an append racing with us is either taken here or left for the
+        # appender, which checks `_closed` after appending.
+        while queue:
+            queue.popleft()
+            count += 1
+        self._taken += count
+        self._done += count
+        self._failed += count
+        return count
+
+    def _write_off_late(self) -> None:
         with self._cond:
-            if self._closed:
-                self._drops.add(self.sink.name, AFTER_SHUTDOWN)
-                return
-            if len(self._queue) >= self._max_queue:
-                self._drops.add(self.sink.name, QUEUE_FULL)
-                full = True
-            else:
-                self._queue.append(span)
-                self._enqueued += 1
-                full = False
-                if len(self._queue) >= self._max_batch:
-                    self._cond.notify()
-        if full:
-            warn_once(
-                _log,
-                f"queue_full:{self.sink.name}",
-                "agent-trace: the %s sink's queue is full (%d spans); new spans are dropped "
-                "and counted until it drains",
-                self.sink.name,
-                self._max_queue,
-            )
+            late = self._take_all()
+            self._cond.notify_all()
+        self._drops.add(self.sink.name, AFTER_SHUTDOWN, late)
 
     def _run(self) -> None:
         otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
@@ -155,6 +199,7 @@ class SinkWorker:
                     len(self._queue) >= self._max_batch or self._flush_requested or self._closed
                 ):
                     self._cond.wait(self._delay_s)
+                self._signalled = False
                 if not self._queue:
                     if self._flush_requested:
                         self._flush_requested = False
@@ -164,6 +209,7 @@ class SinkWorker:
                     continue
                 count = min(self._max_batch, len(self._queue))
                 batch = [self._queue.popleft() for _ in range(count)]
+                self._taken += count
                 self._in_flight = count
             self._export(batch)
 
@@ -201,7 +247,7 @@ class SinkWorker:
     def flush(self, deadline: float) -> bool:
         """Wait until everything queued before the call is exported, or until `deadline`."""
         with self._cond:
-            target = self._enqueued
+            target = self._taken + len(self._queue)
             failed_before = self._failed
             self._flush_requested = True
             self._cond.notify_all()
@@ -227,8 +273,7 @@ class SinkWorker:
         delivered = self.flush(deadline - _BOOKKEEPING_S)
         with self._cond:
             self._closed = True
-            left = len(self._queue)
-            self._queue.clear()
+            left = self._take_all()
             stuck = self._in_flight
             self._written_off = stuck > 0
             self._cond.notify_all()
