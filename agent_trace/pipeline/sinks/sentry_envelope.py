@@ -35,16 +35,15 @@ _KIND_OPS = {
 }
 
 
-def _status(span: ReadableSpan) -> str:
+def _status(span: ReadableSpan, attrs: Mapping[str, Any]) -> str:
     if span.status.status_code is StatusCode.ERROR:
         return "internal_error"
-    if (span.attributes or {}).get("agent_trace.cancelled"):
+    if attrs.get("agent_trace.cancelled"):
         return "cancelled"
     return "ok"
 
 
-def _op(span: ReadableSpan) -> str:
-    attrs = span.attributes or {}
+def _op(span: ReadableSpan, attrs: Mapping[str, Any]) -> str:
     op = attrs.get(SENTRY_OP)
     if isinstance(op, str) and op:
         return op
@@ -52,7 +51,28 @@ def _op(span: ReadableSpan) -> str:
 
 
 def _data(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: _json_safe(v) for k, v in (attrs or {}).items()}
+    """The attributes as a new dict of JSON-safe values."""
+    if not attrs:
+        return {}
+    # The SDK hands out its attributes behind read-only mappings whose item-by-item access
+    # goes through Python code; their `copy()` is the underlying dict's, made in C.
+    copy = getattr(attrs, "copy", None)
+    data = copy() if copy is not None else None
+    if type(data) is not dict:
+        data = dict(attrs)
+    unsafe = None
+    for key, value in data.items():
+        kind = type(value)
+        # Texts, integers, booleans and finite floats are JSON as they are: almost every value.
+        if kind is str or kind is int or kind is bool or (kind is float and value - value == 0):
+            continue
+        if unsafe is None:
+            unsafe = []
+        unsafe.append(key)
+    if unsafe is not None:
+        for key in unsafe:
+            data[key] = _json_safe(data[key])
+    return data
 
 
 def _json_safe(value: Any, depth: int = 0) -> Any:
@@ -75,19 +95,22 @@ def span_to_sentry(span: ReadableSpan) -> dict[str, Any]:
     """A Sentry span (also the shape of a transaction's trace context) for an OTel span."""
     ctx = span.context
     assert ctx is not None
+    data = _data(span.attributes)
+    start_ns = span.start_time or 0
     out: dict[str, Any] = {
         "trace_id": f"{ctx.trace_id:032x}",
         "span_id": f"{ctx.span_id:016x}",
-        "op": _op(span),
+        "op": _op(span, data),
         "description": span.name,
-        "start_timestamp": (span.start_time or 0) / 1e9,
-        "timestamp": (span.end_time or span.start_time or 0) / 1e9,
-        "status": _status(span),
+        "start_timestamp": start_ns / 1e9,
+        "timestamp": (span.end_time or start_ns) / 1e9,
+        "status": _status(span, data),
         "origin": _ORIGIN,
-        "data": _data(span.attributes),
+        "data": data,
     }
-    if span.parent is not None:
-        out["parent_span_id"] = f"{span.parent.span_id:016x}"
+    parent = span.parent
+    if parent is not None:
+        out["parent_span_id"] = f"{parent.span_id:016x}"
     return out
 
 
@@ -100,13 +123,17 @@ def build_transaction(
 ) -> dict[str, Any]:
     """A transaction event for `root` with already converted descendant spans."""
     trace_ctx = span_to_sentry(root)
-    attrs = root.attributes or {}
+    start_timestamp = trace_ctx.pop("start_timestamp")
+    timestamp = trace_ctx.pop("timestamp")
+    del trace_ctx["description"]
+    attrs = trace_ctx["data"]
     tags: dict[str, str] = {}
     if isinstance(attrs.get(CONSTITUTION_HASH), str):
-        tags["constitutional_hash"] = str(attrs[CONSTITUTION_HASH])
+        tags["constitutional_hash"] = attrs[CONSTITUTION_HASH]
     if isinstance(attrs.get(CONVERSATION_ID), str):
-        tags["conversation_id"] = str(attrs[CONVERSATION_ID])
-    service = root.resource.attributes.get("service.name")
+        tags["conversation_id"] = attrs[CONVERSATION_ID]
+    resource = root.resource.attributes
+    service = resource.get("service.name")
     if service:
         tags["service"] = str(service)
     event: dict[str, Any] = {
@@ -115,16 +142,9 @@ def build_transaction(
         "platform": "python",
         "transaction": root.name,
         "transaction_info": {"source": "custom"},
-        "start_timestamp": trace_ctx["start_timestamp"],
-        "timestamp": trace_ctx["timestamp"],
-        "contexts": {
-            "trace": {
-                k: v
-                for k, v in trace_ctx.items()
-                if k not in ("start_timestamp", "timestamp", "description")
-            },
-            "otel": {"resource": _data(root.resource.attributes)},
-        },
+        "start_timestamp": start_timestamp,
+        "timestamp": timestamp,
+        "contexts": {"trace": trace_ctx, "otel": {"resource": _data(resource)}},
         "spans": list(children),
         "tags": tags,
         "sdk": {"name": "agent-trace", "version": __version__},
