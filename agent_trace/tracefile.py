@@ -8,6 +8,9 @@ The malformed-line policy:
 
 - A line is the unit: it is decoded completely before any of its spans is yielded, so a bad
   line contributes no spans at all. Blank lines are ignored.
+- A number is part of a line's shape: times are unsigned 64-bit nanoseconds, `intValue`s
+  signed 64-bit integers, in ASCII digits; anything else (`"²"`, `"--1"`, 5,000 digits, a
+  `doubleValue` beyond a double) makes the line malformed.
 - Lenient mode (the default): a line that is not valid JSON, not UTF-8, not shaped like an
   export request, or longer than `max_line_bytes` is skipped. It is counted in
   `SpanStream.stats` (`skipped_lines`, and the first `MAX_KEPT_PROBLEMS` as `LineProblem`
@@ -72,6 +75,10 @@ MAX_KEPT_PROBLEMS = 20
 """How many `LineProblem` entries `ReadStats.problems` keeps; all are counted."""
 
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
+
+# OTLP's ranges: times are fixed64 nanoseconds, intValue is int64.
+_TIME_LIMIT = 2**64
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}")
 _HEX16 = re.compile(r"[0-9a-fA-F]{16}")
@@ -429,10 +436,21 @@ def _decode_line(raw: bytes, number: int) -> list[SpanRecord]:
         raise _Malformed("not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise _Malformed(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError:
+        # json.loads refuses integers longer than sys.get_int_max_str_digits() this way.
+        raise _Malformed("a number too long to read") from None
     except RecursionError:
         raise _Malformed("JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise _Malformed(f"expected a JSON object, found {_json_type(doc)}")
+    try:
+        return _request_spans(doc, number)
+    except RecursionError:
+        # Nesting json.loads accepted can still be too deep for the recursive AnyValue decoder.
+        raise _Malformed("values nested too deeply") from None
+
+
+def _request_spans(doc: dict[str, Any], number: int) -> list[SpanRecord]:
     resource_spans = _field(doc, "resourceSpans", "resource_spans")
     if resource_spans is None:
         raise _Malformed("not a trace export request (no resourceSpans)")
@@ -533,13 +551,18 @@ def _any_value(value: Any, where: str) -> Any:
         return raw
     if kind == "int":
         # int64 travels as a decimal string in OTLP/JSON; some writers emit a number.
-        if isinstance(raw, str) and raw.lstrip("-").isdigit():
-            return int(raw)
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            return raw
+        number = _int64(raw)
+        if number is None:
+            raise _Malformed(f"{where}: {key} {_short(raw)} is not a 64-bit integer")
+        return number
     if kind == "double":
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            return float(raw)
+        if isinstance(raw, float):
+            return raw
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            try:
+                return float(raw)
+            except OverflowError:
+                raise _Malformed(f"{where}: doubleValue beyond the range of a double") from None
         if isinstance(raw, str) and raw in _SPECIAL_DOUBLES:
             return _SPECIAL_DOUBLES[raw]
     if kind == "array" and isinstance(raw, dict):
@@ -581,14 +604,38 @@ def _hex_id(value: Any, pattern: re.Pattern[str], digits: int, where: str) -> st
     return value.lower()
 
 
+def _int64(raw: Any) -> int | None:
+    """`raw` as an OTLP intValue (a decimal string or a JSON number), or None."""
+    if isinstance(raw, str):
+        negative = raw.startswith("-")
+        digits = raw[1:] if negative else raw
+        # isdigit() alone admits "²" and other digits int() refuses. Past 19 significant
+        # digits no int64 is left, so int() never meets a string long enough to refuse.
+        if not (digits.isascii() and digits.isdigit()):
+            return None
+        digits = digits.lstrip("0") or "0"
+        if len(digits) > 19:
+            return None
+        raw = -int(digits) if negative else int(digits)
+    elif not isinstance(raw, int) or isinstance(raw, bool):
+        return None
+    return raw if _INT_MIN <= raw <= _INT_MAX else None
+
+
 def _nanos(value: Any, where: str) -> int:
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if value is None:
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        # Past 20 significant digits the time is out of range: int() never sees them.
+        digits = value if len(value) <= 20 else value.lstrip("0") or "0"
+        number = int(digits) if len(digits) <= 20 else _TIME_LIMIT
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        number = value
+    elif value is None:
         raise _Malformed(f"{where}: missing time")
-    raise _Malformed(f"{where}: expected unix nanoseconds, found {_short(value)}")
+    else:
+        raise _Malformed(f"{where}: expected unix nanoseconds, found {_short(value)}")
+    if number >= _TIME_LIMIT:
+        raise _Malformed(f"{where}: {_short(value)} ns is beyond OTLP's 64-bit range")
+    return number
 
 
 def _enum(value: Any, names: Mapping[str, int], where: str) -> int:

@@ -231,6 +231,117 @@ def test_each_kind_of_malformed_line_names_its_reason(
     assert reason in problem.reason
 
 
+def _one_span_line(*, start: object = "1", end: object = "2", value: object = None) -> str:
+    """A line of one span, its times and one attribute's AnyValue given as JSON values."""
+    span: dict[str, object] = {
+        "traceId": TRACE,
+        "spanId": span_id(1),
+        "startTimeUnixNano": start,
+        "endTimeUnixNano": end,
+    }
+    if value is not None:
+        span["attributes"] = [{"key": "n", "value": value}]
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (_one_span_line(value={"intValue": "--1"}), "is not a 64-bit integer"),
+        (_one_span_line(value={"intValue": "\u00b2"}), "is not a 64-bit integer"),
+        (_one_span_line(value={"intValue": "-"}), "is not a 64-bit integer"),
+        (_one_span_line(value={"intValue": " 1"}), "is not a 64-bit integer"),
+        (_one_span_line(value={"intValue": "1_000"}), "is not a 64-bit integer"),
+        (_one_span_line(value={"intValue": str(2**63)}), "is not a 64-bit integer"),
+        (_one_span_line(value={"intValue": str(-(2**63) - 1)}), "is not a 64-bit integer"),
+        (_one_span_line(value={"intValue": 10**30}), "is not a 64-bit integer"),
+        (_one_span_line(value={"intValue": "9" * 5000}), "is not a 64-bit integer"),
+        (_one_span_line(value={"doubleValue": 10**400}), "beyond the range of a double"),
+        (_one_span_line(start="\u00b2", end="\u00b3"), "start: expected unix nanoseconds"),
+        (_one_span_line(start="+1"), "start: expected unix nanoseconds"),
+        (_one_span_line(start=str(2**64), end=str(2**64)), "beyond OTLP's 64-bit range"),
+        (_one_span_line(start="1", end="9" * 30), "end: '999"),
+        (_one_span_line(start=10**30, end=10**30), "beyond OTLP's 64-bit range"),
+        (_one_span_line(start="1" * 5000, end="2" * 5000), "beyond OTLP's 64-bit range"),
+        (_one_span_line().replace('"1"', "1" * 5000), "a number too long to read"),
+    ],
+    ids=[
+        "int two signs",
+        "int superscript",
+        "int sign alone",
+        "int with a space",
+        "int with underscores",
+        "int 2**63",
+        "int below -2**63",
+        "int number beyond int64",
+        "int 5000 digits",
+        "double beyond float",
+        "time superscript",
+        "time with a plus",
+        "time 2**64",
+        "end time 30 digits",
+        "time number beyond 2**64",
+        "time 5000 digits",
+        "json number 5000 digits",
+    ],
+)
+def test_numbers_outside_their_otlp_type_make_the_line_malformed(
+    tmp_path: Path, line: str, reason: str
+) -> None:
+    path = tmp_path / "t.jsonl"
+    write_trace_file(path, simple_spans(2), batch=1, insert={2: line})
+
+    stream = iter_spans(path, on_problem=lambda p: None)
+    names = [s.name for s in stream]
+
+    assert names == ["op 0", "op 1"]
+    (problem,) = stream.stats.problems
+    assert problem.line == 2
+    assert reason in problem.reason
+    with pytest.raises(TraceFileError) as caught:
+        list(iter_spans(path, strict=True))
+    assert caught.value.line == 2
+
+
+def test_numbers_at_the_edges_of_their_otlp_types_are_read(tmp_path: Path) -> None:
+    lines = [
+        _one_span_line(
+            start=str(2**64 - 1), end=str(2**64 - 1), value={"intValue": str(2**63 - 1)}
+        ),
+        _one_span_line(start=2**64 - 1, end=2**64 - 1, value={"intValue": -(2**63)}),
+        _one_span_line(
+            start="0" * 40 + "7", end="0" * 5000 + "8", value={"intValue": "-0" + "0" * 30 + "5"}
+        ),
+        _one_span_line(value={"doubleValue": 10**300}),
+    ]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+    stream = iter_spans(path, strict=True)
+    read = [(s.start_ns, s.end_ns, s.attributes["n"]) for s in stream]
+
+    assert read == [
+        (2**64 - 1, 2**64 - 1, 2**63 - 1),
+        (2**64 - 1, 2**64 - 1, -(2**63)),
+        (7, 8, -5),
+        (1, 2, float(10**300)),
+    ]
+
+
+def test_values_nested_too_deeply_make_the_line_malformed(tmp_path: Path) -> None:
+    depth = 5000
+    value = '{"arrayValue":{"values":[' * depth + '{"stringValue":"x"}' + "]}}" * depth
+    line = _one_span_line(value={"stringValue": "@"}).replace('{"stringValue": "@"}', value)
+    path = tmp_path / "t.jsonl"
+    write_trace_file(path, simple_spans(1), batch=1, insert={1: line})
+
+    stream = iter_spans(path, on_problem=lambda p: None)
+
+    assert [s.name for s in stream] == ["op 0"]
+    assert stream.stats.skipped_lines == 1
+    assert "nested too deeply" in stream.stats.problems[0].reason
+
+
 def test_one_bad_span_drops_its_whole_line_and_no_other(tmp_path: Path) -> None:
     good = simple_spans(3)
     bad = good[1]._replace(span_id="nothex")

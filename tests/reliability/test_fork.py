@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.backends.otlp_recorder import OtlpHttpRecorder
-from tests.backends.spotlight import Envelope, Spotlight
+from tests.backends.spotlight import Envelope, Spotlight, parse_envelope
 from tests.reliability._support import HERE, assert_quiet_exit, file_spans, run_child
 
 pytestmark = pytest.mark.integration
@@ -93,3 +93,31 @@ def test_forked_workers_export_their_spans_under_the_parents_session(
 
 def _transactions(envelopes: list[Envelope]) -> list[dict[str, Any]]:
     return [p for e in envelopes for p in e.payloads("transaction")]
+
+
+def test_a_forked_worker_sends_its_own_transactions_not_the_parents_queued_ones(
+    otlp_http_recorder: OtlpHttpRecorder,
+) -> None:
+    # Sentry accepts and never answers: each process's transport posts its first envelope
+    # and then waits, so the first transaction each one posts is all there is to see.
+    otlp_http_recorder.hang()
+    result = run_child(
+        HERE / "child_sentry_fork.py",
+        env={
+            "SENTRY_DSN": f"http://public@127.0.0.1:{otlp_http_recorder.port}/0",
+            "AGENT_TRACE_EXIT_TIMEOUT_S": "0.5",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+
+    try:
+        requests = otlp_http_recorder.wait_for_requests(2)
+    except TimeoutError:
+        # A worker whose transport deadlocked (a lock the parent held at fork) posts nothing.
+        requests = otlp_http_recorder.requests
+    posted = sorted(
+        transaction["transaction"]
+        for request in requests
+        for transaction in parse_envelope(request.content).payloads("transaction")
+    )
+    assert posted == ["invoke_workflow coordinator-first", "invoke_workflow worker"]

@@ -64,9 +64,7 @@ def test_flush_and_shutdown_report_false_and_shutdown_counts_what_sentry_never_a
         # every span of every transaction it leaves behind is counted, with the reason.
         assert agent_trace.shutdown(timeout_s=0.5) is False
 
-    assert drops_since(before) == {
-        ("sentry", "shutdown_timeout"): SESSIONS * SPANS_PER_TRANSACTION
-    }
+    assert drops_since(before) == {("sentry", "shutdown_timeout"): SESSIONS * SPANS_PER_TRANSACTION}
 
 
 def test_transactions_written_off_at_shutdown_are_not_counted_again_when_they_fail_later(
@@ -86,9 +84,11 @@ def test_transactions_written_off_at_shutdown_are_not_counted_again_when_they_fa
     for worker in sentry_workers():
         worker.join(timeout=10)
 
-    assert drops_since(before) == counted == {
-        ("sentry", "shutdown_timeout"): SESSIONS * SPANS_PER_TRANSACTION
-    }
+    assert (
+        drops_since(before)
+        == counted
+        == {("sentry", "shutdown_timeout"): SESSIONS * SPANS_PER_TRANSACTION}
+    )
 
 
 def test_flush_and_shutdown_report_true_once_sentry_answered_every_transaction(
