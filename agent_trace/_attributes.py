@@ -13,12 +13,24 @@ The rule (applied by the model before a span is recorded, so every sink sees the
   (at most `MAX_SEQUENCE_ITEMS` items); any other sequence, and every mapping, becomes a
   compact JSON string (keys sorted, values converted by this same rule).
 - anything else becomes `str(value)`, or `<unrepresentable TypeName>` if `str()` fails.
+- subclasses of `str`, `int` and `float` become the plain value first (read with the base
+  type's own methods), so no method a subclass overrides (`__len__`, `__eq__`, `__str__`,
+  comparisons) runs while a span is recorded or exported.
+- integers too long for decimal text (over 4300 digits) become `<int of N bits>`.
+
+Span names are built from the same kind of values (`invoke_agent {agent}`); `name_text` gives
+a value's text for a name without ever raising. Two steps of the rule need the whole finished
+span and are applied by the pipeline's scrubber, so they also cover spans made through the raw
+OpenTelemetry API: lone surrogates (which no UTF-8 encoder accepts, and which would make an
+OTLP exporter lose a whole batch) become U+FFFD in every text (`replace_surrogates`), and span
+names longer than `MAX_NAME_LENGTH` characters are cut like values (`bounded_name`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +38,7 @@ from opentelemetry.util.types import AttributeValue
 
 MAX_VALUE_LENGTH = 4096
 MAX_SEQUENCE_ITEMS = 128
+MAX_NAME_LENGTH = MAX_VALUE_LENGTH
 
 CONSTITUTION_HASH = "agent_trace.constitution.hash"
 CONVERSATION_ID = "gen_ai.conversation.id"
@@ -41,6 +54,8 @@ SESSION_AGENTS = "agent_trace.session.agents"
 SESSION_COMPLEXITY = "agent_trace.session.complexity"
 SESSION_OUTCOME = "agent_trace.session.outcome"
 SESSION_INCOMPLETE = "agent_trace.session.incomplete"
+# Any other scope still open at interpreter exit, ended by the exit hook.
+INCOMPLETE = "agent_trace.incomplete"
 
 TURN_INDEX = "agent_trace.turn.index"
 AGENT_ROLE = "agent_trace.agent.role"
@@ -73,6 +88,7 @@ CONTENT_KEYS = frozenset(
 )
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+_PLAIN_ITEMS = frozenset({str, bool, int, float})
 
 
 def _truncate(text: str) -> str:
@@ -83,23 +99,58 @@ def _truncate(text: str) -> str:
 
 
 def _safe_str(value: object) -> str:
+    """`str(value)` as a plain str; `<unrepresentable T>` when the value's text fails."""
     try:
-        return str(value)
+        text = str(value)
+        # __str__ may return a str subclass, whose own methods must not run later either.
+        return text if type(text) is str else str.__str__(text)
     except Exception:
         return f"<unrepresentable {type(value).__name__}>"
+
+
+def _int_text(value: int) -> str:
+    try:
+        return str(value)
+    except ValueError:
+        # Python refuses decimal text for ints over 4300 digits (a denial-of-service guard).
+        return f"<int of {value.bit_length()} bits>"
+
+
+def _plain(value: object) -> object:
+    """A str/int/float subclass instance as the plain value, read by the base type's methods."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__index__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    return value
+
+
+def name_text(value: object) -> str:
+    """`value` as text for a span name (plain str), never raising; not cut (the scrubber cuts)."""
+    if type(value) is str:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    return _safe_str(_plain(value))
 
 
 def _jsonable(value: object, depth: int = 0) -> object:
     if depth > 8:
         return "<nested too deep>"
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (str, int, float)) and type(value) not in _PLAIN_ITEMS:
+        value = _plain(value)
+    if isinstance(value, str):
         return value
     if isinstance(value, int):
-        return value if _INT_MIN <= value <= _INT_MAX else str(value)
+        return value if _INT_MIN <= value <= _INT_MAX else _int_text(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else _float_text(value)
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        return bytes.decode(value, "utf-8", "replace")
     if isinstance(value, Mapping):
         return _jsonable_mapping(value, depth)
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -131,40 +182,88 @@ def _float_text(value: float) -> str:
 
 def to_attribute(value: Any) -> AttributeValue | None:
     """Convert `value` by the module's rule; `None` means "do not set the attribute"."""
+    # The plain types first, by exact type: the common case, and no subclass method can run.
+    if type(value) is str:
+        return value if len(value) <= MAX_VALUE_LENGTH else _truncate(value)
+    if type(value) is bool:
+        return value
+    if type(value) is int:
+        return value if _INT_MIN <= value <= _INT_MAX else _int_text(value)
+    if type(value) is float:
+        return value if math.isfinite(value) else _float_text(value)
     if value is None:
         return None
-    if isinstance(value, str):
-        return _truncate(value)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value if _INT_MIN <= value <= _INT_MAX else str(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else _float_text(value)
+    try:
+        return _convert(value)
+    except Exception:
+        # A container whose own methods raise (a list subclass, a Mapping's items()).
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+def _convert(value: object) -> AttributeValue:
+    """The rule for everything but the plain scalars and None."""
+    if isinstance(value, (str, int, float)):
+        # A subclass (bool has none): its plain value, converted as such.
+        return to_attribute(_plain(value))
     if isinstance(value, bytes):
-        return _truncate(value.decode("utf-8", "replace"))
+        return _truncate(bytes.decode(value, "utf-8", "replace"))
     if isinstance(value, (list, tuple)):
         return _sequence(value)
     if isinstance(value, Mapping):
-        return _truncate(json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":")))
+        return _json_text(value)
     return _truncate(_safe_str(value))
+
+
+def _json_text(value: object) -> str:
+    return _truncate(json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":")))
 
 
 def _sequence(items: Sequence[Any]) -> AttributeValue:
     head = list(items[:MAX_SEQUENCE_ITEMS])
-    if all(isinstance(v, str) for v in head):
+    kinds = set(map(type, head))
+    if not kinds <= _PLAIN_ITEMS:
+        head = [_plain(v) for v in head]
+        kinds = set(map(type, head))
+    if not head or kinds == {str}:
         return [_truncate(v) for v in head]
-    if all(isinstance(v, bool) for v in head):
+    if kinds == {bool}:
         return head
-    if all(
-        isinstance(v, int) and not isinstance(v, bool) and _INT_MIN <= v <= _INT_MAX for v in head
-    ):
+    if kinds == {int} and min(head) >= _INT_MIN and max(head) <= _INT_MAX:
         return head
-    if all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in head
-    ):
+    if kinds <= {int, float} and all(_plain_number(v) for v in head):
         return [float(v) for v in head]
-    return _truncate(json.dumps(_jsonable(head), sort_keys=True, separators=(",", ":")))
+    # Mixed, non-finite or beyond 64 bits: JSON text, whose items follow the scalar rule
+    # (an int beyond 64 bits becomes its decimal string, as on its own).
+    return _json_text(head)
+
+
+def _plain_number(value: int | float) -> bool:
+    """Whether a number keeps its value in a float array: finite, and an int within 64 bits."""
+    if type(value) is float:
+        return math.isfinite(value)
+    return _INT_MIN <= value <= _INT_MAX
+
+
+def replace_surrogates(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD; `text` itself when it has none.
+
+    ASCII text is settled in constant time (CPython knows a string is ASCII).
+    """
+    if text.isascii():
+        return text
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def bounded_name(name: str) -> str:
+    """A span name with lone surrogates replaced and cut at `MAX_NAME_LENGTH` characters."""
+    name = replace_surrogates(name)
+    if len(name) <= MAX_NAME_LENGTH:
+        return name
+    cut = len(name) - MAX_NAME_LENGTH
+    return f"{name[:MAX_NAME_LENGTH]}...[truncated {cut} chars]"
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def to_attributes(values: Mapping[str, Any]) -> dict[str, AttributeValue]:

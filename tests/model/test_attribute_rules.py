@@ -50,6 +50,9 @@ class Unprintable:
         ([1, 2.5], (1.0, 2.5)),
         ([True, False], (True, False)),
         ([1, "a"], '[1,"a"]'),
+        ([1, 2**70], f'[1,"{2**70}"]'),
+        ([1.5, 2**70], f'[1.5,"{2**70}"]'),
+        ([1, 10**400], f'[1,"{10**400}"]'),
         ({"b": 1, "a": [1, None]}, '{"a":[1,null],"b":1}'),
         (Unprintable(), "<unrepresentable Unprintable>"),
     ],
@@ -72,6 +75,12 @@ def test_long_sequences_keep_their_first_items(spans: CapturedSpans) -> None:
     assert value == tuple(range(MAX_SEQUENCE_ITEMS))
 
 
+def test_ints_too_long_for_decimal_text_are_named_by_size(spans: CapturedSpans) -> None:
+    value = 10**5000
+
+    assert recorded(spans, value) == f"<int of {value.bit_length()} bits>"
+
+
 def test_deeply_nested_mappings_become_bounded_json(spans: CapturedSpans) -> None:
     nested: dict[str, Any] = {}
     inner = nested
@@ -83,3 +92,47 @@ def test_deeply_nested_mappings_become_bounded_json(spans: CapturedSpans) -> Non
 
     assert isinstance(json.loads(value), dict)
     assert "<nested too deep>" in value
+
+
+class Wordy(int):
+    def __str__(self) -> str:
+        return "seven"
+
+    def __le__(self, other: object) -> bool:
+        raise RuntimeError("no ordering")
+
+
+class Shouting(str):
+    def __len__(self) -> int:
+        raise RuntimeError("no length")
+
+    def __str__(self) -> str:
+        return "LOUD"
+
+
+class Half(float):
+    def __repr__(self) -> str:
+        return "a half"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (Wordy(7), 7),
+        (Shouting("quiet"), "quiet"),
+        (Half(0.5), 0.5),
+        ([Wordy(1), Wordy(2)], (1, 2)),
+        ([Shouting("a")], ("a",)),
+        ({"n": Wordy(3), "s": Shouting("t")}, '{"n":3,"s":"t"}'),
+    ],
+    ids=repr,
+)
+def test_subclasses_of_plain_types_are_recorded_as_the_plain_value(
+    spans: CapturedSpans, value: Any, expected: Any
+) -> None:
+    found = recorded(spans, value)
+
+    assert found == expected
+    assert type(found) is type(expected)
+    if isinstance(found, tuple):
+        assert [type(item) for item in found] == [type(item) for item in expected]
