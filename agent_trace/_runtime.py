@@ -90,6 +90,8 @@ class Pipeline:
 
         readers = list(metric_readers) + self._metric_readers(settings)
         self.meter_provider = build_meter_provider(self.provider.resource, readers)
+        # Whether anything can read what is measured on `meter_provider` (see below).
+        self.metrics_readable = bool(readers)
         # Readers cannot be added to an SDK meter provider later: with none, nothing can ever
         # read a measurement, so the instruments are the API's no-ops (5 us a span saved).
         meter: Meter = (
@@ -233,7 +235,8 @@ class Pipeline:
             # The envelope sink's flush above only waited: what the Sentry transport still
             # holds is counted, and reported here.
             try:
-                ok = self.sentry.close(max(0.0, deadline - time.monotonic())) and ok
+                closed = self.sentry.close(max(0.0, deadline - time.monotonic()))
+                ok = ok and closed is not False
             except Exception:
                 internal_error(_log, "sentry close")
                 ok = False

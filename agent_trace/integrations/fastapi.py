@@ -19,6 +19,9 @@ services need on top of it:
   request's span ends with the last chunk of the response, before they run.
 - spans still queued are flushed when the app's lifespan ends (uvicorn stopped by SIGTERM
   exits without running `atexit`).
+- the instrumentation's HTTP server metrics (request duration, active requests, sizes) go to
+  the metric readers of the configuration in force (Prometheus, OTLP), never to the global
+  meter provider, which is the host program's.
 
 Example:
     >>> import agent_trace
@@ -61,6 +64,7 @@ from agent_trace import _attributes as A
 from agent_trace._config import ConfigurationError
 from agent_trace._log import internal_error, warn_once
 from agent_trace.integrations import CONSTITUTIONAL_HASH_HEADER
+from agent_trace.integrations._meters import PipelineMeterProvider
 from agent_trace.model.compliance import ConstitutionalViolationError, PolicyCheck
 
 __all__ = ["HashMode", "instrument"]
@@ -140,6 +144,9 @@ def instrument(
         server_request_hook=_server_hook(server_request_hook),
         excluded_urls=options.excluded_raw,
         exclude_spans=["receive", "send"],
+        # Not the global meter provider: that one is the host program's (unset, its
+        # measurements are lost; set, they would land among the host's own metrics).
+        meter_provider=PipelineMeterProvider(),
     )
     if options.health_path is not None:
         # The health route sits outside everything, so it makes no span and passes no check.

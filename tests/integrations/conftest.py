@@ -38,8 +38,8 @@ class RecordingSentry:
         ctx = span.get_span_context()
         self.events.append(SentryEvent(exc, ctx.trace_id, ctx.span_id, dict(tags)))
 
-    def close(self, timeout_s: float) -> None:
-        return None
+    def close(self, timeout_s: float) -> bool:
+        return True
 
     def flush(self, timeout_s: float) -> bool:
         return True

@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import agent_trace
 from agent_trace.integrations.fastapi import instrument
-from agent_trace.testing import CapturedSpans
+from agent_trace.testing import CapturedSpans, capture_spans
 from tests.integrations.conftest import HASH, RecordingSentry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -678,3 +678,33 @@ def test_importing_without_the_extra_names_the_pip_command() -> None:
     )
     assert "pip install 'agent-trace[fastapi]'" in out.stdout
     assert "fastapi" in out.stdout.split(":")[0]
+
+
+# -- HTTP server metrics -------------------------------------------------------------------------
+
+
+def served(captured: CapturedSpans, route: str) -> int:
+    """How many requests to `route` the server duration histogram counted."""
+    return sum(
+        count
+        for name, points in captured.metrics().items()
+        if name.startswith("http.server") and name.endswith("duration")
+        for attrs, count in points
+        if attrs.get("http.target", attrs.get("http.route")) == route
+    )
+
+
+async def test_server_metrics_follow_the_configuration_in_force() -> None:
+    # Instrumented before any configuration, then measured under two in turn.
+    app = instrument(build_app())
+    with capture_spans("first") as first:
+        async with client_for(app) as client:
+            await client.get("/ok")
+            await client.get("/ok")
+        assert served(first, "/ok") == 2
+
+    with capture_spans("second") as second:
+        async with client_for(app) as client:
+            await client.get("/ok")
+        assert served(second, "/ok") == 1
+    assert served(first, "/ok") == 2
