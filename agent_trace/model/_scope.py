@@ -13,7 +13,7 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -47,6 +47,11 @@ def active_session() -> Session | None:
     if found is not None:
         return cast("Session", found)
     return current_session_var.get()
+
+
+def optional_tuple(values: Iterable[Any] | None) -> tuple[Any, ...]:
+    """An optional sequence argument (agents, participants, parties); None means none given."""
+    return () if values is None else tuple(values)
 
 
 def _violation_type() -> type[BaseException]:

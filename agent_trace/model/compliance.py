@@ -137,10 +137,10 @@ class PolicyCheck(Scope):
     _op = "agent_trace.compliance.check"
 
     def __init__(self, session: Any, policy: str, **attrs: Any) -> None:
-        self.policy = policy
+        self.policy = A.name_text(policy)
         self.result: str | None = None
         converted = A.to_attributes({A.COMPLIANCE + "policy": policy, **attrs})
-        super().__init__(session, f"policy_check {policy}", converted)
+        super().__init__(session, f"policy_check {self.policy}", converted)
 
     def passed(self) -> None:
         """The action complies with the policy."""

@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 
 from agent_trace import _attributes as A
 from agent_trace._log import internal_error
-from agent_trace.model._scope import Scope, active_session
+from agent_trace.model._scope import Scope, active_session, optional_tuple
 
 __all__ = ["ConsensusRound", "RoundResult", "Voter", "consensus_round", "monitor_consensus"]
 
@@ -74,10 +74,10 @@ class Voter(Scope):
     _op = "agent_trace.vote"
 
     def __init__(self, rnd: ConsensusRound, agent: str) -> None:
-        self.agent = agent
+        self.agent = A.name_text(agent)
         self._round = rnd
         self.cast_value: Any = None
-        super().__init__(rnd._session, f"vote {agent}", {A.AGENT_NAME: agent})
+        super().__init__(rnd._session, f"vote {self.agent}", {A.AGENT_NAME: agent}, convert=True)
 
     def _parent_context(self) -> Any:
         return self._round._child_context()
@@ -118,9 +118,9 @@ class ConsensusRound(Scope):
         round: int | None = None,
         **attrs: Any,
     ) -> None:
-        self.algorithm = algorithm
-        self.participants = tuple(participants)
-        self.threshold = float(threshold)
+        self.algorithm = A.name_text(algorithm)
+        self.participants = optional_tuple(participants)
+        self.threshold = _threshold(threshold)
         self.quorum = (
             quorum
             if quorum is not None
@@ -141,7 +141,7 @@ class ConsensusRound(Scope):
             p + "participants.count": len(self.participants),
             **attrs,
         }
-        super().__init__(session, f"consensus_round {algorithm}", raw, convert=True)
+        super().__init__(session, f"consensus_round {self.algorithm}", raw, convert=True)
 
     @property
     def votes(self) -> dict[str, Any]:
@@ -205,7 +205,7 @@ class ConsensusRound(Scope):
                 A.to_attributes(self._vote_attributes(value, weight, confidence, rationale))
             )
             span = self._pipeline.tracer.start_span(
-                f"vote {agent}", context=self._child_context(), attributes=attrs
+                f"vote {A.name_text(agent)}", context=self._child_context(), attributes=attrs
             )
             span.end()
         except Exception:
@@ -269,6 +269,15 @@ class ConsensusRound(Scope):
 _MISSING = object()
 
 
+def _threshold(value: Any) -> float:
+    """The agreement a round needs; None or a value that is no finite number means 0.5."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0.5
+    return number if math.isfinite(number) else 0.5
+
+
 def _finite_weight(weight: Any) -> float:
     """A vote's weight as a finite float; anything else (text, NaN, 10**400) weighs nothing."""
     try:
@@ -322,7 +331,7 @@ def _participants(
         if value is None:
             continue
         if isinstance(value, Mapping):
-            return [str(k) for k in value]
+            return [A.name_text(k) for k in value]
         if isinstance(value, (list, tuple, set, frozenset)):
             return [_agent_name(v) for v in value]
     return ()
@@ -351,8 +360,8 @@ def _agent_name(value: Any) -> str:
     for attr in ("name", "agent", "id"):
         found = _field(value, attr)
         if found is not None:
-            return str(found)
-    return str(value)
+            return A.name_text(found)
+    return A.name_text(value)
 
 
 def _weight(vote: Any) -> float:
@@ -422,12 +431,20 @@ def monitor_consensus(algorithm: str, *, threshold: float = 0.5) -> Callable[[F]
             sig = None
 
         def open_round(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ConsensusRound:
+            # The caller's arguments are read before the function runs: a participant or
+            # round number that cannot be read costs the round its detail, never the call.
+            try:
+                participants = _participants(sig, args, kwargs)
+                number = _round_number(sig, args, kwargs)
+            except Exception:
+                internal_error(_log, "reading the participants of a consensus round")
+                participants, number = (), None
             return ConsensusRound(
                 active_session(),
                 algorithm,
-                participants=_participants(sig, args, kwargs),
+                participants=participants,
                 threshold=threshold,
-                round=_round_number(sig, args, kwargs),
+                round=number,
             )
 
         def close(rnd: ConsensusRound, result: Any) -> None:

@@ -9,7 +9,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from agent_trace import _attributes as A
-from agent_trace.model._scope import Scope, active_session
+from agent_trace.model._scope import Scope, active_session, optional_tuple
 
 __all__ = [
     "ConflictResolution",
@@ -53,7 +53,8 @@ class Handoff(Scope):
                 **attrs,
             }
         )
-        super().__init__(session, f"handoff from {source} to {target}", converted)
+        name = f"handoff from {A.name_text(source)} to {A.name_text(target)}"
+        super().__init__(session, name, converted)
 
 
 class ConflictResolution(_OutcomeScope):
@@ -65,9 +66,13 @@ class ConflictResolution(_OutcomeScope):
     def __init__(self, session: Any, parties: Sequence[str], strategy: str, **attrs: Any) -> None:
         self.outcome: str | None = None
         converted = A.to_attributes(
-            {A.CONFLICT + "parties": list(parties), A.CONFLICT + "strategy": strategy, **attrs}
+            {
+                A.CONFLICT + "parties": list(optional_tuple(parties)),
+                A.CONFLICT + "strategy": strategy,
+                **attrs,
+            }
         )
-        super().__init__(session, f"resolve_conflict {strategy}", converted)
+        super().__init__(session, f"resolve_conflict {A.name_text(strategy)}", converted)
 
 
 class Escalation(_OutcomeScope):
@@ -83,7 +88,7 @@ class Escalation(_OutcomeScope):
         converted = A.to_attributes(
             {A.ESCALATION + "trigger": trigger, A.ESCALATION + "severity": severity, **attrs}
         )
-        super().__init__(session, f"escalate {trigger}", converted)
+        super().__init__(session, f"escalate {A.name_text(trigger)}", converted)
 
 
 def handoff(source: str, target: str, reason: str | None = None, **attrs: Any) -> Handoff:
@@ -134,7 +139,7 @@ class MessageSend(Scope):
                 **attrs,
             }
         )
-        super().__init__(session, f"send {recipient}", converted)
+        super().__init__(session, f"send {A.name_text(recipient)}", converted)
         self._kind = SpanKind.PRODUCER
 
     def _start(self) -> None:
@@ -176,7 +181,7 @@ class MessageProcess(Scope):
                 **attrs,
             }
         )
-        super().__init__(session, f"process {recipient}", converted)
+        super().__init__(session, f"process {A.name_text(recipient)}", converted)
         self._kind = SpanKind.CONSUMER
         try:
             self._links = _links_to(message)

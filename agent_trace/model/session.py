@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agent_trace import _attributes as A
 from agent_trace import _runtime
-from agent_trace.model._scope import Scope, active_session
+from agent_trace.model._scope import Scope, active_session, optional_tuple
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,8 +50,8 @@ class Session(Scope):
         **attrs: Any,
     ) -> None:
         self.session_id = session_id or _new_session_id()
-        self.task_type = task_type
-        self.agents = tuple(agents)
+        self.task_type = A.name_text(task_type)
+        self.agents = optional_tuple(agents)
         self.outcome: str | None = None
         self._turns = itertools.count(1)
         extra = {k if "." in k else f"agent_trace.session.{k}": v for k, v in attrs.items()}
@@ -63,7 +63,7 @@ class Session(Scope):
             A.SESSION_COMPLEXITY: complexity,
             **extra,
         }
-        super().__init__(self, f"invoke_workflow {task_type}", raw, convert=True)
+        super().__init__(self, f"invoke_workflow {self.task_type}", raw, convert=True)
 
     def _start(self) -> None:
         super()._start()
@@ -216,7 +216,7 @@ class Turn(Scope):
         agent_id: str | None = None,
         **attrs: Any,
     ) -> None:
-        self.agent = agent
+        self.agent = A.name_text(agent)
         index = next(session._turns) if session is not None else None
         raw = {
             A.OPERATION_NAME: "invoke_agent",
@@ -226,7 +226,7 @@ class Turn(Scope):
             A.AGENT_ROLE: role,
             **attrs,
         }
-        super().__init__(session, f"invoke_agent {agent}", raw, convert=True)
+        super().__init__(session, f"invoke_agent {self.agent}", raw, convert=True)
         if remote:
             self._kind = SpanKind.CLIENT
 
