@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from agent_trace.cli._common import tolerate_unencodable
+
 __all__ = ["main"]
 
 _COMMANDS = ("demo", "show", "report", "replay", "doctor")
@@ -39,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     module = importlib.import_module(f"agent_trace.cli.{args.command}")
+    tolerate_unencodable(sys.stdout, sys.stderr)
     try:
         code: int = module.run(args)
     except KeyboardInterrupt:

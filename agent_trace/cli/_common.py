@@ -1,8 +1,10 @@
-"""Helpers the commands share: the sink options and how to describe where spans went."""
+"""Helpers the commands share: the sink options, how to describe where spans went, and how
+to print text read from a trace file."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any
 
@@ -44,3 +46,41 @@ def describe_sinks(settings: Settings) -> list[str]:
 def config_error(exc: ConfigurationError) -> int:
     print(f"agent-trace: configuration error: {exc}", file=sys.stderr)
     return 2
+
+
+# C0 and C1 controls (ESC starts terminal sequences; C1 CSI 0x9b does on some terminals), the
+# bidirectional overrides that reorder what a reader sees, and lone surrogates, which no
+# encoding can write.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """`text` safe to write to a terminal: unprintable characters become Python escapes.
+
+    Span names, attributes and paths come from files anyone can write; printed raw, an ESC
+    sequence would retitle or clear the terminal and a lone surrogate would stop the command
+    with `UnicodeEncodeError`. Backslashes are left alone, so the escapes read as in `repr`.
+
+    Example:
+        >>> print(printable("vote\\x1b[2J"))
+        vote\\x1b[2J
+    """
+    if _UNPRINTABLE.search(text) is None:
+        return text
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def tolerate_unencodable(*streams: Any) -> None:
+    """Make text streams write what their encoding cannot hold as backslash escapes.
+
+    A terminal in Latin-1 or ASCII would otherwise turn an agent's name into a traceback.
+    """
+    for stream in streams:
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")

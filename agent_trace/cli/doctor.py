@@ -12,7 +12,7 @@ from typing import Any
 import agent_trace
 from agent_trace import _runtime
 from agent_trace._config import ConfigurationError
-from agent_trace.cli._common import add_sink_options, config_error, sink_kwargs
+from agent_trace.cli._common import add_sink_options, config_error, printable, sink_kwargs
 
 
 def add_parser(sub: Any) -> None:
@@ -31,7 +31,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _line(ok: bool, name: str, detail: str) -> None:
-    print(f"{'PASS' if ok else 'FAIL'}  {name:<11} {detail}")
+    # The detail can quote a server's answer or an exception's text: print no controls from it.
+    print(printable(f"{'PASS' if ok else 'FAIL'}  {name:<11} {detail}"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     pipeline = _runtime.current()
     assert pipeline is not None
-    print(f"service {settings.service_name}; sinks: {', '.join(settings.sinks)}")
+    print(printable(f"service {settings.service_name}; sinks: {', '.join(settings.sinks)}"))
     drops_before = agent_trace.dropped_spans()
     with agent_trace.session("doctor", agents=["doctor"]) as session, session.turn("doctor"):
         pass

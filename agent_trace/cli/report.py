@@ -49,6 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO, TypeGuard
 
+from agent_trace.cli._common import printable
 from agent_trace.cli.show import format_duration, problem_printer
 from agent_trace.tracefile import (
     LineProblem,
@@ -92,6 +93,7 @@ _COMPLIANCE = "agent_trace.compliance."
 _CONSENSUS = "agent_trace.consensus."
 _TARGET = "agent_trace.target."
 _ABSTAIN = "abstain"
+_FLOAT_MAX = sys.float_info.max
 _DECISION_SIDES = {"approve": "for", "reject": "against"}
 
 
@@ -158,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     stats = builder.stats
     if stats.skipped_lines:
-        err.write(f"agent-trace report: {stats.skipped_lines} malformed line(s) skipped\n")
+        _error(err, f"{stats.skipped_lines} malformed line(s) skipped")
     if builder.span_count == 0:
         _error(err, f"no spans in {path}")
         return EXIT_NO_DATA
@@ -173,12 +175,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         out.write("\n".join(render_text(summary)) + "\n")
     if args.html is not None:
-        err.write(f"agent-trace report: wrote {args.html}\n")
+        _error(err, f"wrote {args.html}")
     return EXIT_OK
 
 
 def _error(err: TextIO, message: str) -> None:
-    err.write(f"agent-trace report: {message}\n")
+    err.write(f"agent-trace report: {printable(message)}\n")
 
 
 def summarize(
@@ -222,8 +224,10 @@ class _Samples:
         self.max_ns = 0
         self.samples: list[int] = []
         self.buckets = [0] * (len(_BUCKETS_NS) + 1)
-        # Seeded per name: the same file always gives the same estimate.
-        self.rng = random.Random(seed)
+        # Seeded per name: the same file always gives the same estimate. As bytes, because a
+        # name read from a file may hold lone surrogates, which str seeds cannot encode; for any
+        # other name the bytes are those a str seed would use, so the estimates do not change.
+        self.rng = random.Random(seed.encode("utf-8", "surrogatepass"))
 
     def add(self, duration_ns: int) -> None:
         self.count += 1
@@ -635,7 +639,15 @@ def _plurality(votes: list[_Vote]) -> str | None:
 
 
 def _finite_number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A number that float arithmetic and float formats can take."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    # Compared exactly: an int beyond a float's range would make math.isfinite raise.
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and -_FLOAT_MAX <= value <= _FLOAT_MAX
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -666,7 +678,11 @@ def _sum_by(counts: Counter[tuple[str, str]], index: int) -> dict[str, int]:
 def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
-    moment = datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+    try:
+        moment = datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        # Past year 9999 (or the platform's time_t): no calendar date, the raw figure.
+        return f"{ns} ns after the epoch"
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -674,7 +690,11 @@ def _iso(ns: int | None) -> str | None:
 
 
 def render_text(summary: dict[str, Any]) -> list[str]:
-    """The report for a terminal, as lines."""
+    """The report for a terminal, as lines; text from the file goes through `printable`."""
+    return [printable(line) for line in _text_lines(summary)]
+
+
+def _text_lines(summary: dict[str, Any]) -> list[str]:
     read = summary["read"]
     span_range = summary["time_range"]
     lines = [f"agent-trace report: {summary['file']}"]
@@ -878,7 +898,7 @@ def render_html(
     summary: dict[str, Any], timeline: Sequence[SpanRecord], session_id: str | None
 ) -> str:
     """The report as one self-contained HTML page: inline CSS and SVG, no scripts, no fonts."""
-    esc = html.escape
+    esc = _esc
     compliance = summary["compliance"]
     rate = compliance["rate"]
     sessions = summary["sessions"]
@@ -958,12 +978,12 @@ def render_html(
 
 def _card(label: str, value: str, tone: str = "") -> str:
     cls = f' class="{tone}"' if tone else ""
-    return f'<div class="card"><b{cls}>{html.escape(value)}</b>{html.escape(label)}</div>'
+    return f'<div class="card"><b{cls}>{_esc(value)}</b>{_esc(label)}</div>'
 
 
 def _chart(title: str, rows: list[tuple[str, int]], color: str = "#0969da") -> str:
     """A horizontal bar chart in SVG."""
-    esc = html.escape
+    esc = _esc
     if not rows:
         return f'<div><h3>{esc(title)}</h3><p class="muted">none</p></div>'
     label_w, bar_w, row_h = 200, 260, 20
@@ -988,7 +1008,7 @@ def _chart(title: str, rows: list[tuple[str, int]], color: str = "#0969da") -> s
 
 def _histogram(agent: str, histogram: dict[str, Any]) -> str:
     """One agent's turn durations over the metric buckets, empty edges trimmed."""
-    esc = html.escape
+    esc = _esc
     counts: list[int] = histogram["counts"]
     bounds: list[float | None] = histogram["le_ms"]
     used = [i for i, n in enumerate(counts) if n]
@@ -1027,7 +1047,7 @@ def _latency_table(latency: dict[str, dict[str, Any]]) -> str:
     ]
     for agent, row in latency.items():
         rows.append(
-            f"<tr><td>{html.escape(agent)}</td><td>{row['count']}</td>"
+            f"<tr><td>{_esc(agent)}</td><td>{row['count']}</td>"
             f"<td>{row['p50_ms']:.3f}</td><td>{row['p95_ms']:.3f}</td>"
             f"<td>{row['p99_ms']:.3f}</td><td>{row['max_ms']:.3f}</td>"
             f"<td>{'exact' if row['exact'] else 'sampled'}</td></tr>"
@@ -1047,7 +1067,7 @@ def _dissent_table(dissent: dict[str, Any]) -> str:
         rate = f"{row['rate']:.1%}" if row["rate"] is not None else "n/a"
         cls = ' class="bad"' if agent in dissent["most"] else ""
         rows.append(
-            f"<tr><td{cls}>{html.escape(agent)}</td><td>{row['votes']}</td>"
+            f"<tr><td{cls}>{_esc(agent)}</td><td>{row['votes']}</td>"
             f"<td>{row['votes_in_consensus_rounds']}</td><td>{row['dissents']}</td>"
             f"<td>{rate}</td></tr>"
         )
@@ -1067,10 +1087,10 @@ def _targets_table(targets: list[dict[str, Any]]) -> str:
         worst = "" if target["worst_actual"] is None else f"{target['worst_actual']:g}{unit}"
         cls = ' class="bad"' if target["breached"] else ""
         rows.append(
-            f"<tr><td>{html.escape(target['name'])}</td><td>{target['judged']}</td>"
+            f"<tr><td>{_esc(target['name'])}</td><td>{target['judged']}</td>"
             f"<td{cls}>{target['breached']}</td>"
-            f"<td>{html.escape(str(target['threshold']))}{html.escape(unit)}</td>"
-            f"<td>{html.escape(worst)}</td></tr>"
+            f"<td>{_esc(str(target['threshold']))}{_esc(unit)}</td>"
+            f"<td>{_esc(worst)}</td></tr>"
         )
     rows.append("</table>")
     return "".join(rows)
@@ -1078,7 +1098,7 @@ def _targets_table(targets: list[dict[str, Any]]) -> str:
 
 def _timeline_svg(spans: Sequence[SpanRecord]) -> str:
     """A waterfall of one trace: a row per span in tree order, bars on a common time axis."""
-    esc = html.escape
+    esc = _esc
     rows = list(walk_tree(spans))
     t0 = min(s.start_ns for s in spans)
     total = max(max(s.end_ns for s in spans) - t0, 1)
@@ -1129,6 +1149,11 @@ def _timeline_svg(spans: Sequence[SpanRecord]) -> str:
     )
     legend += f'<span><i style="background:{_VIOLATION_COLOR}"></i>violation / ERROR</span>'
     return f'{"".join(svg)}<div class="legend muted">{legend}</div>'
+
+
+def _esc(text: str) -> str:
+    # printable() first: lone surrogates cannot be written as UTF-8, controls are invisible.
+    return html.escape(printable(text))
 
 
 def _clip(text: str, limit: int) -> str:

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
+from agent_trace.cli._common import printable
 from agent_trace.tracefile import (
     LineProblem,
     SpanRecord,
@@ -138,7 +139,8 @@ def problem_printer(command: str, stream: TextIO) -> Callable[[LineProblem], Non
         nonlocal printed
         printed += 1
         if printed <= _PRINTED_PROBLEMS:
-            stream.write(f"agent-trace {command}: line {problem.line} skipped: {problem.reason}\n")
+            reason = printable(problem.reason)
+            stream.write(f"agent-trace {command}: line {problem.line} skipped: {reason}\n")
         elif printed == _PRINTED_PROBLEMS + 1:
             stream.write(f"agent-trace {command}: more malformed lines skipped\n")
 
@@ -146,7 +148,7 @@ def problem_printer(command: str, stream: TextIO) -> Callable[[LineProblem], Non
 
 
 def _error(err: TextIO, message: str) -> None:
-    err.write(f"agent-trace show: {message}\n")
+    err.write(f"agent-trace show: {printable(message)}\n")
 
 
 def _find_trace(
@@ -185,9 +187,7 @@ def _find_trace(
                 ):
                     latest_root = (span.start_ns, span.trace_id)
     if stream.stats.skipped_lines:
-        err.write(
-            f"agent-trace show: {stream.stats.skipped_lines} malformed line(s) skipped in {path}\n"
-        )
+        _error(err, f"{stream.stats.skipped_lines} malformed line(s) skipped in {path}")
 
     if trace_id:
         if len(prefix_matches) > 1:
@@ -247,7 +247,10 @@ def format_duration(duration_ns: int, micro: str = "µs") -> str:
         return f"{duration_ns / 1_000_000:.2f} ms"
     if duration_ns < 60_000_000_000:
         return f"{duration_ns / 1_000_000_000:.3f} s"
-    return f"{duration_ns / 1_000_000_000:.1f} s"
+    try:
+        return f"{duration_ns / 1_000_000_000:.1f} s"
+    except OverflowError:
+        return f"{_long_int(duration_ns // 1_000_000_000)} s"
 
 
 def render_trace(
@@ -256,7 +259,8 @@ def render_trace(
     """Draw the spans of one trace as lines of text: a header, then one row per span.
 
     Rows are in tree order (depth first, children by start time) and indented three columns
-    per level under their parent.
+    per level under their parent. Text from the spans is passed through `printable`: the lines
+    hold no control characters.
     """
     glyphs = _ASCII if ascii_only else _UNICODE
     rows = list(walk_tree(spans))
@@ -264,7 +268,7 @@ def render_trace(
     t1 = max(span.end_ns for span in spans)
     total = max(t1 - t0, 1)
 
-    labels = [_tree_prefix(row, glyphs) + row.span.name for row in rows]
+    labels = [_tree_prefix(row, glyphs) + printable(row.span.name) for row in rows]
     name_width = min(max(len(label) for label in labels), _NAME_WIDTH_MAX)
     bar_width = width - name_width - 10 - 4 - _DETAIL_ROOM
     bar_width = max(_BAR_WIDTH_MIN, min(_BAR_WIDTH_MAX, bar_width))
@@ -276,7 +280,7 @@ def render_trace(
             label = label[: name_width - 3] + "..."
         duration = format_duration(span.duration_ns, glyphs.micro)
         bar = _bar(span.start_ns - t0, span.end_ns - t0, total, bar_width, glyphs)
-        details = "  ".join(_details(row, glyphs))
+        details = printable("  ".join(_details(row, glyphs)))
         lines.append(f"{label:<{name_width}} {duration:>10} {bar} {details}".rstrip())
     return lines
 
@@ -328,11 +332,15 @@ def _header(
     service = root.resource.get("service.name")
     if service is not None:
         facts.insert(0, f"service {service}")
-    return ["  ".join(parts), "  ".join(facts), ""]
+    return [printable("  ".join(parts)), printable("  ".join(facts)), ""]
 
 
 def _utc(ns: int) -> str:
-    moment = datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+    try:
+        moment = datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        # Past year 9999 (or the platform's time_t): no calendar date, the raw figure.
+        return f"{_long_int(ns)} ns after the epoch"
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
@@ -405,7 +413,7 @@ def _round_details(attrs: dict[str, Any]) -> str:
         words.append(str(outcome))
     agreement = attrs.get(prefix + "agreement")
     if isinstance(agreement, (int, float)):
-        words.append(f"agreement {agreement:.2f}")
+        words.append(f"agreement {_number(agreement, '.2f')}")
     tally = [
         f"{label} {attrs[prefix + key]}"
         for key, label in (("votes.for", "for"), ("votes.against", "against"))
@@ -425,10 +433,10 @@ def _vote_details(attrs: dict[str, Any]) -> str:
     words = [f"vote={value}"]
     weight = attrs.get("agent_trace.vote.weight")
     if isinstance(weight, (int, float)) and weight != 1:
-        words.append(f"weight {weight:g}")
+        words.append(f"weight {_number(weight)}")
     confidence = attrs.get("agent_trace.vote.confidence")
     if isinstance(confidence, (int, float)):
-        words.append(f"confidence {confidence:.2f}")
+        words.append(f"confidence {_number(confidence, '.2f')}")
     return " ".join(words)
 
 
@@ -456,10 +464,22 @@ def _target_figures(attrs: dict[str, Any]) -> str:
     return f" (actual {_number(actual)}{suffix}, target {_number(threshold)}{suffix})"
 
 
-def _number(value: Any) -> str:
+def _number(value: Any, spec: str = "g") -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value:g}"
+        try:
+            return format(value, spec)
+        except OverflowError:
+            # An integer beyond a float's range: float formats cannot take it.
+            return _long_int(int(value))
     return str(value)
+
+
+def _long_int(value: int) -> str:
+    try:
+        return str(value)
+    except ValueError:
+        # Longer than sys.get_int_max_str_digits() digits.
+        return f"<integer of {value.bit_length()} bits>"
 
 
 def _error_details(span: SpanRecord) -> str:

@@ -153,12 +153,6 @@ def _trace_with_escapes(path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="show.render_trace and report.render_text print span names, agent names, outcomes, "
-    "policies and session ids as recorded: ESC/BEL sequences reach the terminal (title change, "
-    "screen clear)",
-)
 @pytest.mark.parametrize("command", [("show",), ("report",)], ids=" ".join)
 def test_terminal_output_carries_no_control_sequences(
     tmp_path: Path, command: tuple[str, ...]
@@ -190,15 +184,135 @@ def _trace_with_surrogates(path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the local file keeps lone surrogates from names (escaped JSON); show writes them to "
-    "stdout and report seeds random.Random with the agent name: UnicodeEncodeError tracebacks",
-)
 @pytest.mark.parametrize("command", [("show",), ("report",)], ids=" ".join)
 def test_names_with_lone_surrogates_do_not_crash(tmp_path: Path, command: tuple[str, ...]) -> None:
     path = _trace_with_surrogates(tmp_path / "t.jsonl")
     assert_answered(read(path, *command))
+
+
+CONTROLS = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _line_with_escapes_in_every_printed_field() -> str:
+    """Escapes where the library's own writer cannot put them: error texts, events, resource."""
+    root = span_json(
+        f"invoke_workflow review{ESCAPES}",
+        attributes=[
+            kv("gen_ai.conversation.id", {"stringValue": f"s{ESCAPES}"}),
+            kv("agent_trace.session.task_type", {"stringValue": f"task{ESCAPES}"}),
+            kv("error.type", {"stringValue": f"Boom{ESCAPES}"}),
+        ],
+        status={"code": 2, "message": f"failed{ESCAPES}"},
+    )
+    turn = span_json(
+        f"invoke_agent ethics{ESCAPES}",
+        span_id="c" * 16,
+        parent="b" * 16,
+        events=[
+            {
+                "name": "exception",
+                "timeUnixNano": str(START_NS + 1),
+                "attributes": [
+                    kv("exception.type", {"stringValue": f"Err{ESCAPES}"}),
+                    kv("exception.message", {"stringValue": f"msg{ESCAPES}"}),
+                ],
+            }
+        ],
+        status={"code": 2},
+    )
+    handoff = span_json(
+        "handoff ethics",
+        span_id="d" * 16,
+        parent="b" * 16,
+        attributes=[kv("agent_trace.handoff.reason", {"stringValue": f"why{ESCAPES}"})],
+    )
+    conflict = span_json(
+        "resolve_conflict x",
+        span_id="e" * 16,
+        parent="b" * 16,
+        attributes=[
+            kv(
+                "agent_trace.conflict.parties",
+                {"arrayValue": {"values": [{"stringValue": ESCAPES}]}},
+            ),
+            kv("agent_trace.conflict.outcome", {"stringValue": f"out{ESCAPES}"}),
+        ],
+    )
+    return request_line(root, turn, handoff, conflict, service=f"svc{ESCAPES}")
+
+
+@pytest.mark.parametrize("command", [("show",), ("report",)], ids=" ".join)
+def test_error_texts_events_and_the_resource_carry_no_control_sequences(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    path = write_lines(tmp_path / "t.jsonl", _line_with_escapes_in_every_printed_field())
+    result = read(path, *command)
+    assert result.code == 0
+    assert b"Boom" in result.stdout
+    assert b"\\x1b" in result.stdout
+    assert not CONTROLS.search(result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize("command", [("show",), ("report",)], ids=" ".join)
+def test_names_with_lone_surrogates_are_printed_escaped(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    path = _trace_with_surrogates(tmp_path / "t.jsonl")
+    result = read(path, *command)
+    assert result.code == 0
+    assert b"\\udcff" in result.stdout
+    result.stdout.decode("utf-8")
+
+
+@pytest.mark.parametrize("command", [("show",), ("report",)], ids=" ".join)
+def test_a_terminal_that_cannot_encode_a_name_gets_an_escape(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    line = request_line(
+        span_json(
+            "invoke_workflow 審査", attributes=[kv("gen_ai.agent.name", {"stringValue": "é"})]
+        ),
+        span_json("invoke_agent 倫理", span_id="c" * 16, parent="b" * 16),
+    )
+    path = write_lines(tmp_path / "t.jsonl", line)
+    result = run_cli(*command, "--file", str(path), env={"PYTHONIOENCODING": "ascii"})
+    assert_answered(result)
+    assert result.code == 0
+    assert b"\\u502b\\u7406" in result.stdout
+
+
+def test_html_report_escapes_controls_and_lone_surrogates(tmp_path: Path) -> None:
+    path = _trace_with_surrogates(tmp_path / "t.jsonl")
+    with path.open("a", encoding="utf-8") as extra:
+        extra.write(_line_with_escapes_in_every_printed_field() + "\n")
+    page_path = tmp_path / "report.html"
+    for session in ((), ("--session", f"s{ESCAPES}")):
+        result = run_cli("report", "--file", str(path), "--html", str(page_path), *session)
+        assert_answered(result)
+        assert result.code == 0
+        page = page_path.read_bytes()
+        page.decode("utf-8")
+        assert not CONTROLS.search(page.replace(b"\n", b""))
+        assert b"\\x1b" in page
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("show",), ("report",)],
+    ids=["show", "report"],
+)
+def test_messages_that_name_the_file_carry_no_control_sequences(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    missing = tmp_path / f"gone{ESCAPES}.jsonl"
+    if command[0] == "replay":
+        result = run_cli(*command[:1], str(missing), *command[1:])
+    else:
+        result = read(missing, *command)
+    assert_answered(result)
+    assert result.code == 2
+    assert b"no such file" in result.stderr
+    assert not CONTROLS.search(result.stdout + result.stderr.replace(b"\n", b""))
 
 
 # -- the HTML report ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 from otlp_lines import SIDES, Span, governance_spans, write_trace_file
 
 from agent_trace.cli import report
+from agent_trace.tracefile import SpanRecord
 
 SEED, SESSIONS = 11, 80
 T0 = 1_764_000_000_000_000_000
@@ -537,6 +538,124 @@ def test_strict_mode_refuses_a_malformed_line_and_writes_no_html(
     assert f"{path}:4: not valid JSON" in captured.err
     assert captured.out == ""
     assert not (tmp_path / "r.html").exists()
+
+
+def _record(
+    n: int, parent: int | None, name: str, start: int, end: int, attrs: dict[str, Any]
+) -> SpanRecord:
+    """A span as a caller of ReportBuilder may hold it, beyond what the file reader accepts."""
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    return SpanRecord(
+        trace,
+        f"{n:016x}",
+        f"{parent:016x}" if parent else None,
+        name,
+        1,
+        start,
+        end,
+        attrs,
+        (),
+        0,
+        "",
+        {},
+        1,
+    )
+
+
+def test_times_past_the_calendar_and_numbers_past_a_float_are_reported_as_text() -> None:
+    huge = 10**400
+    start = 10**30  # no calendar date: datetime cannot hold it
+    builder = report.ReportBuilder()
+    # Children first, as the SDK exports them.
+    for span in [
+        _record(
+            3,
+            2,
+            "vote legal",
+            start,
+            start + 1,
+            {"agent_trace.vote.value": "approve", "agent_trace.vote.weight": huge},
+        ),
+        _record(
+            4,
+            2,
+            "vote ethics",
+            start,
+            start + 1,
+            {"agent_trace.vote.value": "reject", "agent_trace.vote.weight": 2},
+        ),
+        _record(
+            2,
+            1,
+            "consensus_round vote",
+            start,
+            start + 5,
+            {"agent_trace.consensus.outcome": "consensus", "gen_ai.conversation.id": "s1"},
+        ),
+        _record(
+            5,
+            1,
+            "invoke_agent ethics",
+            start,
+            start + 2,
+            {
+                "agent_trace.target.name": "latency",
+                "agent_trace.target.met": False,
+                "agent_trace.target.actual": huge,
+                "agent_trace.target.threshold": 5,
+            },
+        ),
+        _record(
+            6,
+            1,
+            "invoke_agent ethics",
+            start,
+            start + 2,
+            {
+                "agent_trace.target.name": "latency",
+                "agent_trace.target.met": False,
+                "agent_trace.target.actual": 7.5,
+                "agent_trace.target.threshold": 5,
+            },
+        ),
+    ]:
+        builder.add(span)
+
+    summary = builder.summary("t.jsonl")
+    text = "\n".join(report.render_text(summary))
+    page = report.render_html(summary, [], None)
+
+    assert summary["time_range"]["start"] == f"{start} ns after the epoch"
+    # The huge weight counts as no weight (1), so ethics' weight 2 decides against legal.
+    assert summary["dissent"]["by_agent"]["legal"]["dissents"] == 1
+    assert summary["targets"][0]["worst_actual"] == 7.5
+    assert "worst 7.5" in text
+    assert f"{start} ns after the epoch" in page
+    json.dumps(summary, allow_nan=False)
+
+
+def test_names_with_lone_surrogates_and_control_characters_are_reported_escaped() -> None:
+    builder = report.ReportBuilder()
+    for n in range(3):
+        builder.add(
+            _record(
+                n + 1,
+                None,
+                "invoke_agent x",
+                T0,
+                T0 + 10 + n,
+                {"gen_ai.agent.name": "ethics\ud800\x1b[2J"},
+            )
+        )
+
+    summary = builder.summary("t\x1b.jsonl")
+    text = "\n".join(report.render_text(summary))
+    page = report.render_html(summary, [], None)
+
+    assert summary["turn_latency"]["ethics\ud800\x1b[2J"]["count"] == 3
+    assert "ethics\\ud800\\x1b[2J" in text
+    assert "t\\x1b.jsonl" in text
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]", text + page)
 
 
 # --- bounded memory ---

@@ -12,6 +12,7 @@ import pytest
 from otlp_lines import Span, write_trace_file
 
 from agent_trace.cli import show
+from agent_trace.tracefile import SpanRecord
 
 T0 = 1_764_000_000_000_000_000
 US = 1_000
@@ -375,3 +376,97 @@ def test_a_full_trace_id_reads_the_file_once_and_still_reports_bad_lines(
     assert code == 0
     assert captured.err.count("line 2 skipped") == 1
     assert len(drawn_rows(captured.out)) == len(review_trace())
+
+
+def record(
+    n: int,
+    parent: int | None,
+    name: str,
+    start_ns: int,
+    end_ns: int,
+    attrs: dict[str, object],
+) -> SpanRecord:
+    """A span as a caller of render_trace may hold it, beyond what the file reader accepts."""
+    return SpanRecord(
+        TRACE,
+        sid(n),
+        sid(parent) if parent else None,
+        name,
+        1,
+        start_ns,
+        end_ns,
+        attrs,
+        (),
+        0,
+        "",
+        {},
+        1,
+    )
+
+
+def test_times_past_the_calendar_and_numbers_past_a_float_are_drawn_as_text() -> None:
+    huge = 10**400
+    start = 10**30  # year ~3e13: no calendar date, no datetime
+    spans = [
+        record(1, None, "invoke_workflow review", start, start + huge, {}),
+        record(
+            2,
+            1,
+            "consensus_round vote",
+            start,
+            start + 5,
+            {"agent_trace.consensus.agreement": huge},
+        ),
+        record(
+            3,
+            2,
+            "vote legal",
+            start,
+            start + 1,
+            {
+                "agent_trace.vote.value": "approve",
+                "agent_trace.vote.weight": huge,
+                "agent_trace.vote.confidence": -huge,
+            },
+        ),
+        record(
+            4,
+            1,
+            "invoke_agent ethics",
+            start,
+            start + 2,
+            {
+                "agent_trace.target.name": "latency",
+                "agent_trace.target.met": False,
+                "agent_trace.target.actual": 10**5000,
+                "agent_trace.target.threshold": huge,
+            },
+        ),
+    ]
+
+    lines = show.render_trace(spans, width=200)
+
+    text = "\n".join(lines)
+    assert f"started {start} ns after the epoch" in text
+    assert f"weight {huge}" in text
+    assert f"confidence {-huge}" in text
+    assert f"agreement {huge}" in text
+    assert f"actual <integer of {(10**5000).bit_length()} bits>" in text
+    assert f"{huge // 10**9} s" in lines[1]
+
+
+def test_control_characters_in_names_and_details_are_escaped() -> None:
+    spans = [
+        record(
+            1, None, "invoke_workflow r\x1b[2J", T0, T0 + 10, {"gen_ai.conversation.id": "s\x07"}
+        ),
+        record(2, 1, "invoke_agent e\x9b1m", T0, T0 + 5, {"gen_ai.agent.name": "e\ud800"}),
+    ]
+
+    text = "\n".join(show.render_trace(spans, width=200))
+
+    assert "r\\x1b[2J" in text
+    assert "session s\\x07" in text
+    assert "e\\x9b1m" in text
+    assert "agent=e\\ud800" in text
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]", text)
