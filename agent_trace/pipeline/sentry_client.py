@@ -110,6 +110,11 @@ class SentryClient:
                 transport_queue_size=max(100, settings.max_queue_size // 4),
                 shutdown_timeout=settings.exit_timeout_s,
             )
+        # Kept, not looked up again: an application calling sentry_sdk.init() later replaces
+        # the global client, and agent-trace's transactions must not follow it to the
+        # application's project.
+        self._client: Any = sentry_sdk.get_client()
+        self._closed = False
         register_external_propagation_context(_current_otel_ids)
         self._deliveries = _Deliveries(drops)
         self._unhook = self._follow_transport()
@@ -137,7 +142,7 @@ class SentryClient:
         on this one instance. Returns what undoes that, or None for a transport we cannot
         follow (an application's own kind, or the asynchronous one).
         """
-        transport: Any = self._sdk.get_client().transport
+        transport: Any = self._client.transport
         # SENTRY_PRINT_ENVELOPES puts a printer in front that hands everything to the real one.
         transport = getattr(transport, "_inner", transport)
         send = getattr(transport, "_send_envelope", None)
@@ -204,7 +209,7 @@ class SentryClient:
         self._deliveries.forget()
         if not self.owned:
             return
-        transport: Any = self._sdk.get_client().transport
+        transport: Any = self._client.transport
         transport = getattr(transport, "_inner", transport)
         try:
             if transport is not None and hasattr(transport, "_worker"):
@@ -236,6 +241,7 @@ class SentryClient:
     ) -> None:
         """Send one error event linked to `span`, with `tags`."""
         with trace.use_span(span, end_on_exit=False), self._sdk.new_scope() as scope:
+            scope.set_client(self._client)
             for key, value in tags.items():
                 scope.set_tag(key, value)
             if fingerprint:
@@ -247,9 +253,18 @@ class SentryClient:
                 scope.add_event_processor(self._before_send)  # type: ignore[arg-type]
             scope.capture_exception(exc)
 
+    def capture_event(self, event: dict[str, Any]) -> None:
+        """Send one event agent-trace wrote itself (an alert) through agent-trace's client."""
+        with self._sdk.new_scope() as scope:
+            scope.set_client(self._client)
+            if not self.owned:
+                scope.add_event_processor(self._before_send)  # type: ignore[arg-type]
+            # Built as a plain dict; sentry-sdk's `Event` TypedDict is the same JSON shape.
+            scope.capture_event(event)  # type: ignore[arg-type]
+
     def transport(self) -> Any:
         """The transport the envelope sink hands transactions to; None once closed."""
-        transport = self._sdk.get_client().transport
+        transport = None if self._closed else self._client.transport
         if transport is None or self._unhook is None:
             return transport
         return _FollowedTransport(transport, self._deliveries)
@@ -264,14 +279,14 @@ class SentryClient:
         if self._unhook is None:
             # TODO: a transport we cannot follow (asynchronous, or the application's own
             # kind) is trusted to deliver what it took: flush cannot tell it did not.
-            self._sdk.get_client().flush(timeout=max(0.0, timeout_s))
+            self._client.flush(timeout=max(0.0, timeout_s))
             return True
         delivered = self._deliveries.wait(deadline)
         # Error events (violations, alerts) travel the same queue: they get the time left,
         # less a moment for the caller, which waits for this call no longer than its deadline.
         remaining = deadline - time.monotonic() - _ANSWER_MARGIN_S
         if delivered and remaining > 0:
-            self._sdk.get_client().flush(timeout=remaining)
+            self._client.flush(timeout=remaining)
         return delivered
 
     def close(self, timeout_s: float) -> bool:
@@ -283,14 +298,17 @@ class SentryClient:
         from sentry_sdk.scope import remove_external_propagation_context
 
         deadline = time.monotonic() + max(0.0, timeout_s)
+        self._closed = True
         remove_external_propagation_context()
         delivered = self._deliveries.wait(deadline)
         if self.owned:
-            client = self._sdk.get_client()
             # The transport's thread still works off its queue after this; it is a daemon.
-            client.close(timeout=max(0.0, deadline - time.monotonic()))
-            # Leave no closed client installed: the next configure() starts a fresh one.
-            self._sdk.get_global_scope().set_client(None)
+            self._client.close(timeout=max(0.0, deadline - time.monotonic()))
+            # Leave no closed client installed (the next configure() starts a fresh one), but
+            # one the application installed since is the application's.
+            scope = self._sdk.get_global_scope()
+            if scope.client is self._client:
+                scope.set_client(None)
 
         transactions, spans = self._deliveries.write_off()
         if self._unhook is not None:
