@@ -32,7 +32,7 @@ from agent_trace.pipeline.provider import DelegatingTracerProvider, build_provid
 from agent_trace.pipeline.scrub import Scrubber
 from agent_trace.pipeline.worker import SinkWorker, SpanSink
 
-__all__ = ["Pipeline", "current", "drops", "install"]
+__all__ = ["Pipeline", "current", "drops", "install", "tracer_provider"]
 
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -292,11 +292,22 @@ def _current_provider() -> TracerProvider | None:
     return pipeline.provider if pipeline is not None else None
 
 
+# Always forwards to the current configuration's provider (no-op tracers while there is none).
+_delegate = DelegatingTracerProvider(_current_provider)
+
+
+def tracer_provider() -> trace.TracerProvider:
+    """The provider for instrumentation agent-trace sets up itself (FastAPI's, say).
+
+    Given to it explicitly: the global provider may be one the host program installed first.
+    """
+    return _delegate
+
+
 def _install_globals() -> None:
     # Our provider must be the global one before anything else (sentry-sdk included) looks.
-    delegate = DelegatingTracerProvider(_current_provider)
-    trace.set_tracer_provider(delegate)
-    if trace.get_tracer_provider() is not delegate:
+    trace.set_tracer_provider(_delegate)
+    if trace.get_tracer_provider() is not _delegate:
         _log.warning(
             "agent-trace: another OpenTelemetry tracer provider was installed first; spans from "
             "other instrumentation go there, agent-trace's own spans still go to its sinks"

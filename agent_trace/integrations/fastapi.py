@@ -19,9 +19,9 @@ services need on top of it:
   request's span ends with the last chunk of the response, before they run.
 - spans still queued are flushed when the app's lifespan ends (uvicorn stopped by SIGTERM
   exits without running `atexit`).
-- the instrumentation's HTTP server metrics (request duration, active requests, sizes) go to
-  the metric readers of the configuration in force (Prometheus, OTLP), never to the global
-  meter provider, which is the host program's.
+- the server spans and the instrumentation's HTTP server metrics (request duration, active
+  requests, sizes) go to the sinks and metric readers of the configuration in force, never to
+  the global tracer or meter provider, which are the host program's.
 
 Example:
     >>> import agent_trace
@@ -144,8 +144,12 @@ def instrument(
         server_request_hook=_server_hook(server_request_hook),
         excluded_urls=options.excluded_raw,
         exclude_spans=["receive", "send"],
-        # Not the global meter provider: that one is the host program's (unset, its
-        # measurements are lost; set, they would land among the host's own metrics).
+        # Not the global providers: those are the host program's. A tracer provider the host
+        # installed first would take the server spans away from agent-trace's sinks (and
+        # agent-trace's spans inside a request would point at a parent it never exports); an
+        # unset meter provider loses the measurements, one set later takes them among the
+        # host's own metrics.
+        tracer_provider=_runtime.tracer_provider(),
         meter_provider=PipelineMeterProvider(),
     )
     if options.health_path is not None:
