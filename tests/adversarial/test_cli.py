@@ -253,11 +253,28 @@ def test_error_texts_events_and_the_resource_carry_no_control_sequences(
     assert not CONTROLS.search(result.stdout + result.stderr)
 
 
+def _line_with_lone_surrogates() -> str:
+    """Names as an older writer (or anyone) can leave them: JSON escapes of lone surrogates."""
+    root = span_json(
+        "invoke_workflow review\ud800",
+        attributes=[kv("gen_ai.conversation.id", {"stringValue": "s\udfff"})],
+    )
+    turn = span_json(
+        "invoke_agent ethics\udcff",
+        span_id="c" * 16,
+        parent="b" * 16,
+        attributes=[kv("gen_ai.agent.name", {"stringValue": "ethics\udcff"})],
+    )
+    line = request_line(root, turn, service="svc\ud801")
+    assert "\\udcff" in line
+    return line
+
+
 @pytest.mark.parametrize("command", [("show",), ("report",)], ids=" ".join)
 def test_names_with_lone_surrogates_are_printed_escaped(
     tmp_path: Path, command: tuple[str, ...]
 ) -> None:
-    path = _trace_with_surrogates(tmp_path / "t.jsonl")
+    path = write_lines(tmp_path / "t.jsonl", _line_with_lone_surrogates())
     result = read(path, *command)
     assert result.code == 0
     assert b"\\udcff" in result.stdout
@@ -282,9 +299,11 @@ def test_a_terminal_that_cannot_encode_a_name_gets_an_escape(
 
 
 def test_html_report_escapes_controls_and_lone_surrogates(tmp_path: Path) -> None:
-    path = _trace_with_surrogates(tmp_path / "t.jsonl")
-    with path.open("a", encoding="utf-8") as extra:
-        extra.write(_line_with_escapes_in_every_printed_field() + "\n")
+    path = write_lines(
+        tmp_path / "t.jsonl",
+        _line_with_lone_surrogates(),
+        _line_with_escapes_in_every_printed_field().replace("a" * 32, "f" * 32),
+    )
     page_path = tmp_path / "report.html"
     for session in ((), ("--session", f"s{ESCAPES}")):
         result = run_cli("report", "--file", str(path), "--html", str(page_path), *session)
@@ -298,8 +317,8 @@ def test_html_report_escapes_controls_and_lone_surrogates(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     "command",
-    [("show",), ("report",)],
-    ids=["show", "report"],
+    [("show",), ("report",), ("replay", "--otlp-endpoint", "http://127.0.0.1:9")],
+    ids=["show", "report", "replay"],
 )
 def test_messages_that_name_the_file_carry_no_control_sequences(
     tmp_path: Path, command: tuple[str, ...]
@@ -513,3 +532,33 @@ def test_replay_scrubs_what_it_sends(tmp_path: Path) -> None:
     assert result.code == 0
     assert b"invoke_workflow review" in body
     assert secret.encode() not in body
+
+
+def test_replay_sends_names_with_lone_surrogates_mended(tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path / "t.jsonl",
+        _line_with_lone_surrogates(),
+        request_line(span_json("invoke_workflow plain", trace_id="e" * 32)),
+    )
+    with OtlpHttpRecorder() as recorder:
+        result = run_cli(
+            "replay",
+            str(path),
+            "--otlp-endpoint",
+            recorder.traces_url,
+            "--otlp-protocol",
+            "http",
+            "--no-progress",
+            "--timeout",
+            "10",
+        )
+        names = {span.name for span in recorder.spans()}
+    assert_answered(result)
+    assert result.code == 0, result.stderr
+    assert names == {
+        "invoke_workflow review\ufffd",
+        "invoke_agent ethics\ufffd",
+        "invoke_workflow plain",
+    }
+    assert b"replayed 3 spans" in result.stdout
+    assert b"sent 2 spans with U+FFFD" in result.stdout
