@@ -4,6 +4,8 @@ The rule (applied by the model before a span is recorded, so every sink sees the
 
 - `str`, `bool`, `int` (64-bit) and finite `float` are kept; strings longer than
   `MAX_VALUE_LENGTH` characters are cut and end with `...[truncated N chars]`.
+- lone surrogates in text (`"\\ud800"`) become U+FFFD: no UTF-8 encoder accepts them, and an
+  OTLP exporter that meets one loses its whole batch.
 - `None` is left out (the attribute is not set).
 - NaN and infinities become the strings `"NaN"`, `"Infinity"`, `"-Infinity"` (JSON has no such
   numbers, so keeping them as floats would make the sinks disagree).
@@ -19,11 +21,11 @@ The rule (applied by the model before a span is recorded, so every sink sees the
 - integers too long for decimal text (over 4300 digits) become `<int of N bits>`.
 
 Span names are built from the same kind of values (`invoke_agent {agent}`); `name_text` gives
-a value's text for a name without ever raising. Two steps of the rule need the whole finished
-span and are applied by the pipeline's scrubber, so they also cover spans made through the raw
-OpenTelemetry API: lone surrogates (which no UTF-8 encoder accepts, and which would make an
-OTLP exporter lose a whole batch) become U+FFFD in every text (`replace_surrogates`), and span
-names longer than `MAX_NAME_LENGTH` characters are cut like values (`bounded_name`).
+a value's text for a name without ever raising. The pipeline's scrubber, which every finished
+span passes whichever API made it, applies the text steps once more where the model cannot:
+lone surrogates become U+FFFD in names, attribute keys, event names and values set through the
+raw OpenTelemetry API (`replace_surrogates`), and span names longer than `MAX_NAME_LENGTH`
+characters are cut like values (`bounded_name`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,11 @@ def _truncate(text: str) -> str:
         return text
     cut = len(text) - MAX_VALUE_LENGTH
     return f"{text[:MAX_VALUE_LENGTH]}...[truncated {cut} chars]"
+
+
+def _text(text: str) -> str:
+    """A text value by the rule: lone surrogates replaced, then cut."""
+    return _truncate(replace_surrogates(text))
 
 
 def _safe_str(value: object) -> str:
@@ -184,7 +191,7 @@ def to_attribute(value: Any) -> AttributeValue | None:
     """Convert `value` by the module's rule; `None` means "do not set the attribute"."""
     # The plain types first, by exact type: the common case, and no subclass method can run.
     if type(value) is str:
-        return value if len(value) <= MAX_VALUE_LENGTH else _truncate(value)
+        return value if value.isascii() and len(value) <= MAX_VALUE_LENGTH else _text(value)
     if type(value) is bool:
         return value
     if type(value) is int:
@@ -211,7 +218,7 @@ def _convert(value: object) -> AttributeValue:
         return _sequence(value)
     if isinstance(value, Mapping):
         return _json_text(value)
-    return _truncate(_safe_str(value))
+    return _text(_safe_str(value))
 
 
 def _json_text(value: object) -> str:
@@ -225,7 +232,7 @@ def _sequence(items: Sequence[Any]) -> AttributeValue:
         head = [_plain(v) for v in head]
         kinds = set(map(type, head))
     if not head or kinds == {str}:
-        return [_truncate(v) for v in head]
+        return [_text(v) for v in head]
     if kinds == {bool}:
         return head
     if kinds == {int} and min(head) >= _INT_MIN and max(head) <= _INT_MAX:

@@ -11,6 +11,13 @@ What is scrubbed (the value is replaced by `[REDACTED]` or the match inside it b
 - content attributes (vote rationales, message content, tool arguments) unless content
   capture is on.
 
+Two steps of the attribute rule (see `agent_trace._attributes`) are applied here too, because
+this is the one place every span passes on its way to any sink, the raw OpenTelemetry API's
+included: lone surrogates become U+FFFD in the name, attribute keys and values, event names and
+the status description (an OTLP exporter cannot encode them and would lose the whole batch), and
+names longer than `MAX_NAME_LENGTH` are cut. Attribute keys whose value or own text changed this
+way are listed in `agent_trace.scrubbed` like redactions.
+
 Unchanged spans are passed through as the same object, so the common case costs a scan only.
 """
 
@@ -25,7 +32,12 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import AttributeValue
 
-from agent_trace._attributes import CONTENT_KEYS
+from agent_trace._attributes import (
+    CONTENT_KEYS,
+    MAX_NAME_LENGTH,
+    bounded_name,
+    replace_surrogates,
+)
 
 __all__ = ["CONTENT_PLACEHOLDER", "REDACTED", "SCRUBBED_ATTRIBUTE", "Scrubber", "scrub_text"]
 
@@ -124,7 +136,9 @@ _TRIGGER = re.compile(r"[@=:]|sk-|sk_|gh[pousr]_|AKIA|xox|AIza|eyJ|(?i:bearer|ba
 
 
 def scrub_text(text: str) -> str:
-    """Replace secrets and e-mail addresses inside free text."""
+    """Replace secrets and e-mail addresses inside free text, and lone surrogates by U+FFFD."""
+    if not text.isascii():
+        text = replace_surrogates(text)
     if not _TRIGGER.search(text):
         return text
     for _, pattern, replacement in _PATTERNS:
@@ -197,7 +211,8 @@ def _scrub_value(value: AttributeValue, depth: int = 0) -> AttributeValue:
     """
     if isinstance(value, str):
         cleaned = scrub_text(value)
-        return value if cleaned == value else cleaned
+        # str.__eq__, not ==: a str subclass set through the raw API may override __eq__.
+        return value if cleaned is value or str.__eq__(cleaned, value) else cleaned
     if depth > 8:
         return value
     # Arrays first: they are common, and the ABC check for Mapping is slow.
@@ -206,11 +221,13 @@ def _scrub_value(value: AttributeValue, depth: int = 0) -> AttributeValue:
         changed = any(a is not b for a, b in zip(scrubbed, value, strict=True))
         return scrubbed if changed else value
     if isinstance(value, Mapping):
-        items = {
-            k: REDACTED if is_secret_key(str(k)) else _scrub_value(v, depth + 1)
-            for k, v in value.items()
-        }
-        changed = any(items[k] is not v for k, v in value.items())
+        items: dict[Any, AttributeValue] = {}
+        changed = False
+        for k, v in value.items():
+            new_key = replace_surrogates(k) if isinstance(k, str) else k
+            new = REDACTED if is_secret_key(str(k)) else _scrub_value(v, depth + 1)
+            changed = changed or new is not v or new_key is not k
+            items[new_key] = new
         return items if changed else value
     if isinstance(value, Sequence) and not isinstance(value, bytes):
         scrubbed = [_scrub_value(v, depth + 1) for v in value]
@@ -274,7 +291,8 @@ class Scrubber:
         verdict = self._key_verdicts.get(key)
         if verdict is None:
             verdict = is_secret_key(key) or (not self.capture_content and key in CONTENT_KEYS)
-            if len(self._key_verdicts) < 10_000:
+            # A key with a lone surrogate is never cached: the fast path would keep it as it is.
+            if len(self._key_verdicts) < 10_000 and replace_surrogates(key) is key:
                 self._key_verdicts[key] = verdict
         return verdict
 
@@ -301,7 +319,8 @@ class Scrubber:
                     # The SDK keeps lists as tuples: agents, participants.
                     continue
             new = self._value(key, value)
-            if new is value:
+            new_key = key if key.isascii() else replace_surrogates(key)
+            if new is value and new_key is key:
                 if verdicts.get(key) is False:
                     if isinstance(value, str):
                         self._remember(value)
@@ -312,8 +331,10 @@ class Scrubber:
                 continue
             if out is None:
                 out = dict(attrs)
-            out[key] = new
-            touched.append(key)
+            if new_key is not key:
+                del out[key]
+            out[new_key] = new
+            touched.append(new_key)
         return out, touched
 
     def _remember(self, text: str) -> None:
@@ -330,6 +351,9 @@ class Scrubber:
 
     def span(self, span: ReadableSpan) -> ReadableSpan:
         """Return `span` itself when clean, else a scrubbed copy with the same ids."""
+        name = span.name
+        if not name.isascii() or len(name) > MAX_NAME_LENGTH:
+            name = bounded_name(name)
         attrs, touched = self.attributes(span.attributes)
         events, events_changed = _sequence(span, "_events", "events"), False
         if events:
@@ -342,14 +366,20 @@ class Scrubber:
             description = scrub_text(status.description)
             if description != status.description:
                 status = Status(status.status_code, description)
-        if attrs is None and not events_changed and not links_changed and status is original_status:
+        if (
+            attrs is None
+            and not events_changed
+            and not links_changed
+            and status is original_status
+            and name is span.name
+        ):
             return span
 
         new_attrs = dict(attrs if attrs is not None else (span.attributes or {}))
         if touched:
             new_attrs[SCRUBBED_ATTRIBUTE] = touched
         return ReadableSpan(
-            name=span.name,
+            name=name,
             context=span.context,
             parent=span.parent,
             resource=span.resource,

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 
 import agent_trace
-from agent_trace._attributes import MAX_SEQUENCE_ITEMS, MAX_VALUE_LENGTH
+from agent_trace._attributes import MAX_NAME_LENGTH, MAX_SEQUENCE_ITEMS, MAX_VALUE_LENGTH
 from agent_trace.testing import CapturedSpans, capture_spans
 
 
@@ -136,3 +137,42 @@ def test_subclasses_of_plain_types_are_recorded_as_the_plain_value(
     assert type(found) is type(expected)
     if isinstance(found, tuple):
         assert [type(item) for item in found] == [type(item) for item in expected]
+
+
+def test_lone_surrogates_become_replacement_characters_in_every_text(
+    spans: CapturedSpans,
+) -> None:
+    with agent_trace.session("odd\ud800", note="x\udcff") as s:
+        s.span.set_attribute("raw\udfff.key", ["a\ud800", "b"])
+        s.span.add_event("event\ud800", {"k": "v\ud800"})
+
+    [session] = spans.sessions()
+    assert session.name == "invoke_workflow odd\ufffd"
+    attributes = session.attributes or {}
+    assert attributes["agent_trace.session.note"] == "x\ufffd"
+    assert list(attributes["raw\ufffd.key"]) == ["a\ufffd", "b"]
+    assert "raw\udfff.key" not in attributes
+    [event] = session.events
+    assert event.name == "event\ufffd"
+    assert dict(event.attributes or {}) == {"k": "v\ufffd"}
+
+
+def test_spans_of_the_raw_api_get_bounded_names_without_surrogates(
+    spans: CapturedSpans,
+) -> None:
+    tracer = trace.get_tracer("raw-instrumentation")
+    tracer.start_span("raw\ud800").end()
+    tracer.start_span("r" * (MAX_NAME_LENGTH + 7)).end()
+
+    short, long = spans.spans
+    assert short.name == "raw\ufffd"
+    assert long.name == "r" * MAX_NAME_LENGTH + "...[truncated 7 chars]"
+
+
+def test_clean_spans_keep_their_names_and_are_not_marked_scrubbed(spans: CapturedSpans) -> None:
+    with agent_trace.session("révision", agents=["éthique"]):
+        pass
+
+    [session] = spans.sessions()
+    assert session.name == "invoke_workflow révision"
+    assert "agent_trace.scrubbed" not in (session.attributes or {})
