@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from agent_trace._attributes import CONSTITUTION_HASH, CONVERSATION_ID, SENTRY_OP
 from agent_trace._version import __version__
+from agent_trace.pipeline.sinks._pacing import Pacer
 
 __all__ = ["SentryEnvelopeSink", "build_transaction", "span_to_sentry"]
 
@@ -174,8 +175,11 @@ class SentryEnvelopeSink:
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
         ready: list[tuple[ReadableSpan, list[dict[str, Any]]]] = []
+        # Converting a batch is pure Python: let the application's threads in regularly.
+        pacer = Pacer()
         with self._lock:
             for span in spans:
+                pacer.tick()
                 ctx = span.context
                 assert ctx is not None
                 descendants = self._parked.pop(ctx.span_id, [])
@@ -214,7 +218,9 @@ class SentryEnvelopeSink:
         if transport is None:
             return False
         dsn = self._client.dsn
+        pacer = Pacer()
         for root, children in ready:
+            pacer.tick()
             event = build_transaction(
                 root,
                 children,
