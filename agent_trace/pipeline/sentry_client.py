@@ -205,7 +205,9 @@ class SentryClient:
         # The transactions in flight belong to the parent, which sends them. An owned client's
         # transport would send them a second time from the child (its queue is inherited, and
         # a new thread works it off), and its locks may have been held by a parent thread at
-        # the moment of the fork: the child gets a worker of its own.
+        # the moment of the fork: the child gets a worker of its own. Its connection pool too:
+        # the inherited one holds copies of the parent's sockets (closing a copy here leaves
+        # the parent's connection open) and a lock a parent thread may have held.
         self._deliveries.forget()
         if not self.owned:
             return
@@ -214,6 +216,10 @@ class SentryClient:
         try:
             if transport is not None and hasattr(transport, "_worker"):
                 transport._worker = transport._create_worker(transport.options)
+            inherited = getattr(transport, "_pool", None)
+            if inherited is not None and hasattr(transport, "_make_pool"):
+                transport._pool = transport._make_pool()
+                inherited.clear()
         except Exception:
             internal_error(_log, "sentry transport after fork")
 
