@@ -252,7 +252,13 @@ def _run_with_deadline(fn: Callable[[], Any], timeout_s: float) -> None:
             internal_error(_log, "metrics flush or shutdown")
 
     thread = threading.Thread(target=guarded, name="agent-trace-deadline", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:
+        # No new thread at interpreter exit (Python 3.12+ refuses them in atexit handlers):
+        # run it here, without the deadline, rather than not at all.
+        guarded()
+        return
     thread.join(timeout_s)
 
 
