@@ -107,3 +107,19 @@ def test_flush_and_shutdown_report_true_once_sentry_answered_every_transaction(
 
     assert len(otlp_http_recorder.requests) >= 2 * SESSIONS
     assert {key: n for key, n in drops_since(before).items() if key[0] == "sentry"} == {}
+
+
+def test_transactions_sentry_refuses_with_429_are_counted_as_dropped(
+    otlp_http_recorder: OtlpHttpRecorder,
+) -> None:
+    # sentry-sdk records no loss for a 429 (Sentry counts it on its side), but the spans in
+    # it never reach Sentry: agent-trace counts them, and flush reports it.
+    otlp_http_recorder.fail(429, retry_after_s=1)
+    before = agent_trace.dropped_spans()
+    with agent_trace.testing.capture_spans(
+        sentry_dsn=dsn_of(otlp_http_recorder), alert_policy=False
+    ):
+        run_sessions(1)
+        assert agent_trace.force_flush(timeout_s=10) is False
+
+    assert drops_since(before) == {("sentry", "transport_status_429"): SPANS_PER_TRANSACTION}
