@@ -13,6 +13,7 @@ import contextvars
 import logging
 import os
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -35,17 +36,25 @@ _log = logging.getLogger("agent_trace.model")
 current_session_var: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "agent_trace_session", default=None
 )
-# The same session also rides in the OpenTelemetry context beside the span: code that hands
-# work to a thread the OpenTelemetry way (attaching a captured `Context`, as the OTel docs and
-# the threading instrumentation do) copies no contextvars, yet must still find its session.
-_SESSION_KEY = otel_context.create_key("agent_trace.session")
+# The scope (and so its session) also rides in the OpenTelemetry context beside the span: code
+# that hands work to a thread the OpenTelemetry way (attaching a captured `Context`, as the OTel
+# docs and the threading instrumentation do) copies no contextvars, yet must still find its
+# session; and a scope exiting out of order can tell that a context belongs to an ended scope.
+_SCOPE_KEY = otel_context.create_key("agent_trace.scope")
+# The key OpenTelemetry keeps the current span under, found through the public API: a scope's
+# context is then built with one copy of the current one instead of one per value set.
+_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
+# Bound on the walk past ended scopes' contexts (a scope re-entered later could close a loop).
+_MAX_HOPS = 10_000
 
 
 def active_session() -> Session | None:
     """The session of the current span if the OTel context carries one, else of the code."""
-    found = otel_context.get_value(_SESSION_KEY)
-    if found is not None:
-        return cast("Session", found)
+    scope = otel_context.get_value(_SCOPE_KEY)
+    if scope is not None:
+        session = cast("Scope", scope)._session
+        if session is not None:
+            return session
     return current_session_var.get()
 
 
@@ -71,6 +80,15 @@ class Scope:
 
     _op = "agent_trace.span"
     _links: Sequence[trace.Link] = ()
+    # Lifecycle state, as class defaults so that a scope costs nothing to set them up:
+    # how many times the scope was entered and not yet exited, whether its span was ended,
+    # the context current before it was entered, and the session current before it set its own.
+    _depth = 0
+    _ended = False
+    _previous: otel_context.Context | None = None
+    _session_before: Session | None = None
+    # This scope's entry in its session's set of open scopes.
+    _child_ref: weakref.ref[Scope] | None = None
 
     def __init__(
         self, session: Session | None, name: str, attrs: dict[str, Any], *, convert: bool = False
@@ -177,18 +195,37 @@ class Scope:
             set_status_on_exception=False,
         )
         self._pid = os.getpid()
+        session = self._session
+        if session is not None and session is not self:
+            # Ended, marked incomplete, before its session if still open at interpreter exit.
+            # Held weakly: a scope abandoned open (its agent died) must not stay in memory, and
+            # the reference's callback takes it out of the set when it is collected.
+            children = session._open_children
+            self._child_ref = ref = weakref.ref(self, children.discard)
+            children.add(ref)
 
     def __enter__(self) -> Any:
+        if self._depth:
+            # Entered again while open: the span is current already, and the last exit ends it.
+            self._depth += 1
+            return self
+        self._depth = 1
+        self._ended = False
         try:
             self._start()
             session = self._session
             if self._span is not trace.INVALID_SPAN:
-                ctx = trace.set_span_in_context(self._span)
-                if session is not None:
-                    ctx = otel_context.set_value(_SESSION_KEY, session, ctx)
-                self._token = otel_context.attach(ctx)
-            if session is not None and current_session_var.get() is not session:
-                self._session_token = current_session_var.set(session)
+                previous = otel_context.get_current()
+                values = previous.copy()
+                values[_SPAN_KEY] = self._span
+                values[_SCOPE_KEY] = self
+                self._previous = previous
+                self._token = otel_context.attach(otel_context.Context(values))
+            if session is not None:
+                before = current_session_var.get()
+                if before is not session:
+                    self._session_before = before
+                    self._session_token = current_session_var.set(session)
             self._start_s = time.perf_counter()
         except Exception:
             internal_error(_log, f"starting {type(self).__name__}")
@@ -200,6 +237,11 @@ class Scope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._depth != 1:
+            # An inner exit of a scope entered twice, or an exit without an enter.
+            self._depth = max(0, self._depth - 1)
+            return
+        self._depth = 0
         try:
             self._finish(exc)
         except Exception:
@@ -224,15 +266,40 @@ class Scope:
         try:
             if session_token is not None:
                 current_session_var.reset(session_token)
+                restored = current_session_var.get()
+                if restored is not None and restored._ended:
+                    current_session_var.set(_live_session(restored))
             if token is not None:
                 otel_context.detach(token)  # type: ignore[arg-type]
+                # The context restored is the one before this scope. Its scope has ended only
+                # when scopes exited out of order (a session before its turn): never leave an
+                # ended span current, or every later span of the thread becomes its child.
+                stale = self._previous.get(_SCOPE_KEY) if self._previous is not None else None
+                if stale is not None and cast("Scope", stale)._ended:
+                    self._leave_ended_scopes()
         except Exception:
             # Exited in another context than it was entered in (a task handed the scope on):
             # the span is ended either way, and the context var dies with that task.
             pass
 
+    def _leave_ended_scopes(self) -> None:
+        """Make current the newest context before this one whose scope is still open."""
+        ctx = self._previous
+        if ctx is None or otel_context.get_current() is not ctx:
+            return  # The detach did not happen here: another context than the one entered in.
+        for _ in range(_MAX_HOPS):
+            scope = cast("Scope | None", ctx.get(_SCOPE_KEY))
+            if scope is None or not scope._ended or scope._previous is None:
+                break
+            ctx = scope._previous
+        otel_context.attach(ctx)
+
     def _finish(self, exc: BaseException | None) -> None:
         span = self._span
+        self._ended = True
+        child_ref = self._child_ref
+        if child_ref is not None and self._session is not None:
+            self._session._open_children.discard(child_ref)
         if self._pid and self._pid != os.getpid():
             # Inherited through fork: the parent process owns this span and ends it.
             return
@@ -251,6 +318,15 @@ class Scope:
             if getattr(span, "dropped_attributes", 0):
                 self._restore_identity()
             span.end()
+
+    def _end_incomplete(self) -> None:
+        """End the span of a scope still open at interpreter exit, marked incomplete."""
+        self._ended = True
+        span = self._span
+        if not span.is_recording() or self._pid != os.getpid():
+            return
+        span.set_attribute(A.INCOMPLETE, True)
+        span.end()
 
     def _restore_identity(self) -> None:
         """Set the attributes every span must carry again after the limit pushed them out.
@@ -307,6 +383,15 @@ class Scope:
 
 # Attributes that name what a span is; they outrank the caller's extras when the limit is hit.
 _IDENTITY_KEYS = (A.OPERATION_NAME, A.AGENT_NAME, A.WORKFLOW_NAME)
+
+
+def _live_session(session: Session | None) -> Session | None:
+    """The newest session before `session` (by the scopes that made them current) still open."""
+    for _ in range(_MAX_HOPS):
+        if session is None or not session._ended:
+            return session
+        session = session._session_before
+    return None
 
 
 def _mark(exc: BaseException) -> None:

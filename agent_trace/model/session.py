@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import functools
 import itertools
+import logging
 import os
 import threading
 import weakref
@@ -16,8 +17,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agent_trace import _attributes as A
 from agent_trace import _runtime
+from agent_trace._log import internal_error
 from agent_trace.model._scope import Scope, active_session, optional_tuple
 
+_log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -54,6 +57,9 @@ class Session(Scope):
         self.agents = optional_tuple(agents)
         self.outcome: str | None = None
         self._turns = itertools.count(1)
+        # Weak references to this session's scopes whose span started and has not ended yet
+        # (any thread); a reference removes itself when its scope is collected.
+        self._open_children: set[weakref.ref[Scope]] = set()
         extra = {k if "." in k else f"agent_trace.session.{k}": v for k, v in attrs.items()}
         raw = {
             A.OPERATION_NAME: "invoke_workflow",
@@ -98,9 +104,23 @@ class Session(Scope):
             pipeline.metrics.session_duration.record(duration_s, labels)
 
     def _end_incomplete(self) -> None:
-        """End a session still open at interpreter exit, marked incomplete, so it is exported."""
+        """End a session still open at interpreter exit, marked incomplete, so it is exported.
+
+        Its open turns, rounds and checks end first, marked `agent_trace.incomplete`, the
+        innermost first: a sink that assembles a session from its spans (Sentry transactions)
+        sends it when the session ends, and a child ending later would miss it.
+        """
+        self._ended = True
         if not self._span.is_recording() or self._pid != os.getpid():
             return
+        # A copy taken at once: threads still running may end their scopes meanwhile.
+        alive = [ref() for ref in list(self._open_children)]
+        children = sorted((c for c in alive if c is not None), key=_started_at, reverse=True)
+        for child in children:
+            try:
+                child._end_incomplete()
+            except Exception:
+                internal_error(_log, f"ending an open {type(child).__name__} at exit")
         self._span.set_attribute(A.SESSION_INCOMPLETE, True)
         self._span.set_attribute(A.SESSION_OUTCOME, self.outcome or "incomplete")
         self._span.set_status(Status(StatusCode.UNSET))
@@ -233,6 +253,10 @@ class Turn(Scope):
     def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:
         if self._pipeline is not None:
             self._pipeline.metrics.turn_duration.record(duration_s, {"agent": self.agent})
+
+
+def _started_at(scope: Scope) -> float:
+    return scope._start_s
 
 
 def _new_session_id() -> str:

@@ -408,12 +408,6 @@ def _next_session_is_a_root() -> tuple[bool, bool]:
         return span.parent is None, agent_trace.current_session() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Scope._restore_context detaches tokens in the order scopes exit: exiting a session "
-    "before its turn leaves the ended session current, and every later session of the thread "
-    "becomes its child",
-)
 def test_out_of_order_exit_leaves_no_span_current() -> None:
     def attack() -> tuple[bool, bool]:
         with captured():
@@ -428,11 +422,6 @@ def test_out_of_order_exit_leaves_no_span_current() -> None:
     assert isolated(attack) == (True, True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Scope.__enter__ overwrites self._token on a second enter: after two enters and two "
-    "exits the session stays attached and later sessions become its children",
-)
 def test_double_enter_leaves_no_span_current() -> None:
     def attack() -> tuple[bool, bool]:
         with captured():

@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextvars
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -16,6 +19,7 @@ import agent_trace
 from agent_trace.testing import CapturedSpans, capture_spans
 
 HASH = "cdd01ef066bc6cf2"
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -248,3 +252,65 @@ def test_turn_durations_and_session_counts_are_recorded_as_metrics(spans: Captur
     metrics = spans.metrics()
     assert metrics["agent_trace.turn.duration"] == [({"agent": "ethics"}, 2)]
     assert metrics["agent_trace.sessions"] == [({"task_type": "review", "outcome": "approved"}, 1)]
+
+
+def _in_fresh_context(fn: Callable[[], T]) -> T:
+    """Run `fn` in a copy of the current context, so whatever it leaves current stays there."""
+    return contextvars.copy_context().run(fn)
+
+
+def _nothing_current() -> bool:
+    return agent_trace.current_session() is None and not trace.get_current_span().is_recording()
+
+
+def test_a_scope_entered_twice_is_ended_once_at_its_last_exit(spans: CapturedSpans) -> None:
+    def run() -> tuple[bool, bool]:
+        review = agent_trace.session("twice")
+        with review:
+            with review:
+                pass
+            still_current = agent_trace.current_session() is review and review.span.is_recording()
+        return still_current, _nothing_current()
+
+    assert _in_fresh_context(run) == (True, True)
+    assert len(spans.find("invoke_workflow twice")) == 1
+
+
+def test_sessions_exited_out_of_order_leave_neither_current(spans: CapturedSpans) -> None:
+    def run() -> bool:
+        outer = agent_trace.session("outer")
+        inner = agent_trace.session("inner")
+        outer.__enter__()
+        inner.__enter__()
+        outer.__exit__(None, None, None)
+        inner.__exit__(None, None, None)
+        return _nothing_current()
+
+    assert _in_fresh_context(run) is True
+    [outer_span] = spans.find("invoke_workflow outer")
+    [inner_span] = spans.find("invoke_workflow inner")
+    assert inner_span.parent is not None
+    assert inner_span.parent.span_id == outer_span.context.span_id
+
+
+def test_a_turn_exited_after_its_session_leaves_the_session_current_nowhere(
+    spans: CapturedSpans,
+) -> None:
+    def run() -> tuple[bool, bool]:
+        review = agent_trace.session("review")
+        review.__enter__()
+        turn = review.turn("ethics")
+        turn.__enter__()
+        check = agent_trace.policy_check("privacy")
+        check.__enter__()
+        review.__exit__(None, None, None)
+        turn.__exit__(None, None, None)
+        # Exited before the check: neither the turn nor the session is current any more.
+        neither = trace.get_current_span() not in (turn.span, review.span)
+        check.__exit__(None, None, None)
+        return neither, _nothing_current()
+
+    assert _in_fresh_context(run) == (True, True)
+    with agent_trace.session("next"):
+        pass
+    assert spans.one("invoke_workflow next").parent is None

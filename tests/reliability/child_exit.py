@@ -1,7 +1,7 @@
 """A coordinator that exits without calling agent_trace.shutdown(); run by test_exit.py.
 
 Sinks come from the environment, as a deployed service would have them. One session is still
-open when the interpreter exits.
+open when the interpreter exits; with `--open-turn`, so are a turn of it and a round in that turn.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import agent_trace
 
 
-def main(finished: int) -> None:
+def main(finished: int, open_turn: bool) -> None:
     agent_trace.configure("exit-test")
     for index in range(finished):
         with agent_trace.session("review", session_id=f"done-{index}") as s:
@@ -27,8 +27,12 @@ def main(finished: int) -> None:
     left_open.__enter__()
     with left_open.turn("legal"):
         pass
+    if open_turn:
+        # An agent still deliberating, with the vote it started, when the process ends.
+        left_open.turn("ethics").__enter__()
+        left_open.consensus_round("majority", participants=["ethics"]).__enter__()
     print(left_open.trace_id, flush=True)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), "--open-turn" in sys.argv[2:])

@@ -91,3 +91,55 @@ def test_a_session_open_at_exit_is_ended_marked_incomplete_and_exported(
     [open_tx] = [t for t in transactions if t["contexts"]["trace"]["trace_id"] == open_trace_id]
     assert open_tx["contexts"]["trace"]["data"]["agent_trace.session.incomplete"] is True
     assert [s["description"] for s in open_tx["spans"]] == ["invoke_agent legal"]
+
+
+def test_a_turn_open_at_exit_is_ended_marked_incomplete_before_its_session(
+    otlp_http_recorder: OtlpHttpRecorder, spotlight: Spotlight, tmp_path: Path
+) -> None:
+    path = tmp_path / "traces.jsonl"
+    result = run_child(
+        HERE / "child_exit.py",
+        "1",
+        "--open-turn",
+        env=env_for(otlp_http_recorder, spotlight, path),
+    )
+
+    assert_quiet_exit(result)
+    open_trace_id = result.stdout.strip()
+
+    by_name = {s.name: s for s in file_spans(path) if s.trace_id == open_trace_id}
+    assert set(by_name) == {
+        "invoke_workflow review",
+        "invoke_agent legal",
+        "invoke_agent ethics",
+        "consensus_round majority",
+    }
+    session = by_name["invoke_workflow review"]
+    turn = by_name["invoke_agent ethics"]
+    rnd = by_name["consensus_round majority"]
+    assert turn.parent_id == session.span_id
+    assert rnd.parent_id == turn.span_id
+    assert session.attributes["agent_trace.session.incomplete"] is True
+    for child in (turn, rnd):
+        assert child.attributes["agent_trace.incomplete"] is True
+        assert 0 < int(child.raw["startTimeUnixNano"]) <= int(child.raw["endTimeUnixNano"])
+    # The innermost first, then outwards: no span ends after its parent.
+    assert int(rnd.raw["endTimeUnixNano"]) <= int(turn.raw["endTimeUnixNano"])
+    assert int(turn.raw["endTimeUnixNano"]) <= int(session.raw["endTimeUnixNano"])
+    assert "agent_trace.incomplete" not in by_name["invoke_agent legal"].attributes
+
+    recorded = {s.span_id.hex(): s for s in otlp_http_recorder.spans()}
+    for child in (turn, rnd):
+        assert attributes_of(recorded[child.span_id])["agent_trace.incomplete"] is True
+
+    # Ended before their session, they are in its Sentry transaction.
+    transactions = spotlight.wait_for_transactions(2, timeout_s=15)
+    [open_tx] = [t for t in transactions if t["contexts"]["trace"]["trace_id"] == open_trace_id]
+    tx_spans = {s["description"]: s for s in open_tx["spans"]}
+    assert set(tx_spans) == {
+        "invoke_agent legal",
+        "invoke_agent ethics",
+        "consensus_round majority",
+    }
+    assert tx_spans["invoke_agent ethics"]["data"]["agent_trace.incomplete"] is True
+    assert tx_spans["consensus_round majority"]["data"]["agent_trace.incomplete"] is True
