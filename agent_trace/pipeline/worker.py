@@ -28,6 +28,7 @@ from agent_trace.pipeline.drops import (
     SHUTDOWN_TIMEOUT,
     DropCounter,
 )
+from agent_trace.pipeline.sinks._pacing import PacedBatch
 
 __all__ = ["SinkWorker", "SpanSink"]
 
@@ -211,9 +212,15 @@ class SinkWorker:
                 batch = [self._queue.popleft() for _ in range(count)]
                 self._taken += count
                 self._in_flight = count
-            self._export(batch)
+                paced = self._should_pace()
+            self._export(PacedBatch(batch, self._should_pace) if paced else batch)
 
-    def _export(self, batch: list[ReadableSpan]) -> None:
+    def _should_pace(self) -> bool:
+        """The application's threads first (see `_pacing`), unless a backlog builds up or
+        someone waits for the export: a flush or shutdown has a deadline to keep."""
+        return len(self._queue) < self._max_batch and not self._flush_requested and not self._closed
+
+    def _export(self, batch: Sequence[ReadableSpan]) -> None:
         ok = False
         try:
             ok = bool(self.sink.export(batch))

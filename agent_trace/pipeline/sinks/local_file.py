@@ -10,7 +10,6 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from agent_trace.pipeline.sinks._pacing import PacedBatch
 from agent_trace.pipeline.sinks.otlp_json import encode_request
 
 __all__ = ["LocalFileSink"]
@@ -36,7 +35,7 @@ class LocalFileSink:
         return self._fd
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
-        line = json.dumps(encode_request(PacedBatch(spans)), separators=(",", ":"), allow_nan=False)
+        line = json.dumps(encode_request(spans), separators=(",", ":"), allow_nan=False)
         data = (line + "\n").encode("utf-8")
         with self._lock:
             fd = self._open()

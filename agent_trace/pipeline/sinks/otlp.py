@@ -13,7 +13,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from agent_trace._config import redact_endpoint
-from agent_trace.pipeline.sinks._pacing import PacedBatch
 
 __all__ = ["OtlpSink"]
 
@@ -108,9 +107,8 @@ class OtlpSink:
             self._inherited.append(inherited)
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
-        # The exporter encodes span by span as it walks the batch: paced, the application's
-        # threads get the GIL back within a fraction of a millisecond (see `_pacing`).
-        return self._exporter.export(PacedBatch(spans)) is SpanExportResult.SUCCESS
+        # A paced batch (see `_pacing`) paces the exporter's encoding as it walks the spans.
+        return self._exporter.export(spans) is SpanExportResult.SUCCESS
 
     def flush(self, timeout_s: float) -> bool:
         return True

@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from agent_trace._attributes import CONSTITUTION_HASH, CONVERSATION_ID, SENTRY_OP
 from agent_trace._version import __version__
-from agent_trace.pipeline.sinks._pacing import Pacer
+from agent_trace.pipeline.sinks._pacing import Pacer, pacer_for
 
 __all__ = ["SentryEnvelopeSink", "build_transaction", "span_to_sentry"]
 
@@ -175,8 +175,8 @@ class SentryEnvelopeSink:
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
         ready: list[tuple[ReadableSpan, list[dict[str, Any]]]] = []
-        # Converting a batch is pure Python: let the application's threads in regularly.
-        pacer = Pacer()
+        # Converting a batch is pure Python: a paced batch lets the application's threads in.
+        pacer = pacer_for(spans)
         with self._lock:
             for span in spans:
                 pacer.tick()
@@ -200,7 +200,7 @@ class SentryEnvelopeSink:
                 self._parked_roots.setdefault(parent_id, span)
             while self._parked_count > self._max_parked and self._parked:
                 ready.append(self._unpark_oldest())
-        return self._send(ready)
+        return self._send(ready, pacer)
 
     def _unpark_oldest(self) -> tuple[ReadableSpan, list[dict[str, Any]]]:
         parent_id, bucket = self._parked.popitem(last=False)
@@ -209,7 +209,9 @@ class SentryEnvelopeSink:
         top_id = f"{top.context.span_id:016x}" if top.context else ""
         return top, [s for s in bucket if s["span_id"] != top_id]
 
-    def _send(self, ready: Sequence[tuple[ReadableSpan, list[dict[str, Any]]]]) -> bool:
+    def _send(
+        self, ready: Sequence[tuple[ReadableSpan, list[dict[str, Any]]]], pacer: Pacer
+    ) -> bool:
         if not ready:
             return True
         from sentry_sdk.envelope import Envelope
@@ -218,7 +220,6 @@ class SentryEnvelopeSink:
         if transport is None:
             return False
         dsn = self._client.dsn
-        pacer = Pacer()
         for root, children in ready:
             pacer.tick()
             event = build_transaction(
@@ -251,7 +252,7 @@ class SentryEnvelopeSink:
         # A flush delivers everything finished, so subtrees still waiting for a parent go now.
         with self._lock:
             ready = [self._unpark_oldest() for _ in range(len(self._parked))]
-        self._send(ready)
+        self._send(ready, Pacer())
         flushed = self._client.flush(timeout_s)
         # `capture_envelope` only queues: a transaction the transport lost since the last flush
         # (Sentry refusing connections, say) means this flush did not deliver everything.
