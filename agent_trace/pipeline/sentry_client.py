@@ -4,6 +4,12 @@ sentry-sdk is initialised without its own tracing, without its default integrati
 our scrubber as `before_send`; instead of `OTLPIntegration` (which replaces the global
 propagator and patches `Span.record_exception` for every span) we register a function that
 hands Sentry the current OpenTelemetry ids, so error events link to the active span.
+
+The client is kept, not looked up again, so an application that calls `sentry_sdk.init()`
+for its own project later neither receives agent-trace's events nor loses its client at
+agent-trace's shutdown. Each transaction handed to the transport is followed until Sentry
+answered it or the transport gave up on it: that is what flush reports and what shutdown
+counts as dropped, since sentry-sdk's own flush says nothing about either.
 """
 
 from __future__ import annotations
