@@ -225,7 +225,7 @@ class SentryClient:
             inherited = getattr(transport, "_pool", None)
             if inherited is not None and hasattr(transport, "_make_pool"):
                 transport._pool = transport._make_pool()
-                inherited.clear()
+                _close_pooled_sockets(inherited)
         except Exception:
             internal_error(_log, "sentry transport after fork")
 
@@ -344,6 +344,21 @@ _ABSENT = object()
 # How long before its deadline flush stops waiting for error events, so that it can still
 # return its answer in time.
 _ANSWER_MARGIN_S = 0.05
+
+
+def _close_pooled_sockets(pool_manager: Any) -> None:
+    """Close a forked child's copies of the idle sockets in an inherited urllib3 pool manager.
+
+    Without taking urllib3's locks: a parent thread may have held any of them at the fork. A
+    closed copy leaves the parent's connection open (only the parent's descriptor remains).
+    """
+    container = getattr(getattr(pool_manager, "pools", None), "_container", None) or {}
+    for pool in list(container.values()):
+        idle = getattr(getattr(pool, "pool", None), "queue", None) or ()
+        for connection in list(idle):
+            sock = getattr(connection, "sock", None)
+            if sock is not None:
+                sock.close()
 
 
 def _transaction_id(envelope: Any) -> str | None:
