@@ -607,6 +607,9 @@ def _hex_id(value: Any, pattern: re.Pattern[str], digits: int, where: str) -> st
 def _int64(raw: Any) -> int | None:
     """`raw` as an OTLP intValue (a decimal string or a JSON number), or None."""
     if isinstance(raw, str):
+        # The common case, settled in three checks: 18 ASCII digits always fit an int64.
+        if len(raw) <= 18 and raw.isdigit() and raw.isascii():
+            return int(raw)
         negative = raw.startswith("-")
         digits = raw[1:] if negative else raw
         # isdigit() alone admits "²" and other digits int() refuses. Past 19 significant
@@ -623,6 +626,9 @@ def _int64(raw: Any) -> int | None:
 
 
 def _nanos(value: Any, where: str) -> int:
+    # The common case first: 19 ASCII digits always fit the 64-bit range.
+    if isinstance(value, str) and len(value) <= 19 and value.isdigit() and value.isascii():
+        return int(value)
     if isinstance(value, str) and value.isascii() and value.isdigit():
         # Past 20 significant digits the time is out of range: int() never sees them.
         digits = value if len(value) <= 20 else value.lstrip("0") or "0"
