@@ -2,8 +2,9 @@
 
 A span the reader accepted can still be one OTLP cannot carry. Such spans are skipped one by
 one and counted by reason, never handed to a sink, where they would fail the whole batch they
-travel in (`--strict` stops at the first instead). Text holding lone surrogates (the local
-file keeps them, escaped, from names the program gave) is sent with U+FFFD in their place.
+travel in (`--strict` stops at the first instead). Text holding lone surrogates (JSON can
+carry them as `\\udXXX` escapes; no UTF-8 encoder takes them) is sent with U+FFFD in their
+place, and the spans so mended are counted.
 """
 
 from __future__ import annotations
