@@ -209,13 +209,13 @@ def to_attribute(value: Any) -> AttributeValue | None:
 
 def _convert(value: object) -> AttributeValue:
     """The rule for everything but the plain scalars and None."""
+    if isinstance(value, (list, tuple)):
+        return _sequence(value)
     if isinstance(value, (str, int, float)):
         # A subclass (bool has none): its plain value, converted as such.
         return to_attribute(_plain(value))
     if isinstance(value, bytes):
         return _truncate(bytes.decode(value, "utf-8", "replace"))
-    if isinstance(value, (list, tuple)):
-        return _sequence(value)
     if isinstance(value, Mapping):
         return _json_text(value)
     return _text(_safe_str(value))
@@ -232,7 +232,7 @@ def _sequence(items: Sequence[Any]) -> AttributeValue:
         head = [_plain(v) for v in head]
         kinds = set(map(type, head))
     if not head or kinds == {str}:
-        return [_text(v) for v in head]
+        return [v if v.isascii() and len(v) <= MAX_VALUE_LENGTH else _text(v) for v in head]
     if kinds == {bool}:
         return head
     if kinds == {int} and min(head) >= _INT_MIN and max(head) <= _INT_MAX:

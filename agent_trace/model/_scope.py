@@ -43,7 +43,11 @@ current_session_var: contextvars.ContextVar[Session | None] = contextvars.Contex
 _SCOPE_KEY = otel_context.create_key("agent_trace.scope")
 # The key OpenTelemetry keeps the current span under, found through the public API: a scope's
 # context is then built with one copy of the current one instead of one per value set.
-_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
+_SPAN_KEY = next(
+    key
+    for key, value in trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context()).items()
+    if value is trace.INVALID_SPAN
+)
 # Bound on the walk past ended scopes' contexts (a scope re-entered later could close a loop).
 _MAX_HOPS = 10_000
 

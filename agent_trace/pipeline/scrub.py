@@ -351,7 +351,7 @@ class Scrubber:
 
     def span(self, span: ReadableSpan) -> ReadableSpan:
         """Return `span` itself when clean, else a scrubbed copy with the same ids."""
-        name = span.name
+        name = original_name = span.name
         if not name.isascii() or len(name) > MAX_NAME_LENGTH:
             name = bounded_name(name)
         attrs, touched = self.attributes(span.attributes)
@@ -371,7 +371,7 @@ class Scrubber:
             and not events_changed
             and not links_changed
             and status is original_status
-            and name is span.name
+            and name is original_name
         ):
             return span
 
