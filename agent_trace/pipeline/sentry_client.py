@@ -152,12 +152,12 @@ class SentryClient:
         # SENTRY_PRINT_ENVELOPES puts a printer in front that hands everything to the real one.
         transport = getattr(transport, "_inner", transport)
         send = getattr(transport, "_send_envelope", None)
-        if transport is None or send is None or inspect.iscoroutinefunction(send):
+        lose = getattr(transport, "record_lost_event", None)
+        drop = getattr(transport, "on_dropped_event", None)
+        if send is None or lose is None or drop is None or inspect.iscoroutinefunction(send):
             return None
 
         deliveries = self._deliveries
-        lose = transport.record_lost_event
-        drop = transport.on_dropped_event
         # The event id of the envelope being sent: the transport sends one at a time, on its
         # own thread, and says "status_429" without naming the envelope.
         sending: list[str | None] = [None]
