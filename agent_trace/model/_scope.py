@@ -54,9 +54,10 @@ _MAX_HOPS = 10_000
 
 def active_session() -> Session | None:
     """The session of the current span if the OTel context carries one, else of the code."""
-    scope = otel_context.get_value(_SCOPE_KEY)
+    # Typed Any rather than cast(): this runs for every span, and cast() is a call at runtime.
+    scope: Any = otel_context.get_value(_SCOPE_KEY)
     if scope is not None:
-        session = cast("Scope", scope)._session
+        session: Session | None = scope._session
         if session is not None:
             return session
     return current_session_var.get()
@@ -278,8 +279,8 @@ class Scope:
                 # The context restored is the one before this scope. Its scope has ended only
                 # when scopes exited out of order (a session before its turn): never leave an
                 # ended span current, or every later span of the thread becomes its child.
-                stale = self._previous.get(_SCOPE_KEY) if self._previous is not None else None
-                if stale is not None and cast("Scope", stale)._ended:
+                stale: Any = None if self._previous is None else self._previous.get(_SCOPE_KEY)
+                if stale is not None and stale._ended:
                     self._leave_ended_scopes()
         except Exception:
             # Exited in another context than it was entered in (a task handed the scope on):

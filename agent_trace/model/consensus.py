@@ -118,7 +118,7 @@ class ConsensusRound(Scope):
         round: int | None = None,
         **attrs: Any,
     ) -> None:
-        self.algorithm = A.name_text(algorithm)
+        self.algorithm = algorithm if type(algorithm) is str else A.name_text(algorithm)
         self.participants = optional_tuple(participants)
         self.threshold = _threshold(threshold)
         self.quorum = (

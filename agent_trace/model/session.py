@@ -53,7 +53,8 @@ class Session(Scope):
         **attrs: Any,
     ) -> None:
         self.session_id = session_id or _new_session_id()
-        self.task_type = A.name_text(task_type)
+        # The call only for a name that is not a str (a turn's cost is counted in nanoseconds).
+        self.task_type = task_type if type(task_type) is str else A.name_text(task_type)
         self.agents = optional_tuple(agents)
         self.outcome: str | None = None
         self._turns = itertools.count(1)
@@ -236,7 +237,7 @@ class Turn(Scope):
         agent_id: str | None = None,
         **attrs: Any,
     ) -> None:
-        self.agent = A.name_text(agent)
+        self.agent = agent if type(agent) is str else A.name_text(agent)
         index = next(session._turns) if session is not None else None
         raw = {
             A.OPERATION_NAME: "invoke_agent",

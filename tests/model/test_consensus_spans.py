@@ -362,3 +362,46 @@ def test_monitor_consensus_numbers_the_round_from_a_round_argument(
         for r in agent_trace_spans.find(prefix="consensus_round")
     ]
     assert numbers == [1, 2]
+
+
+class _Nameless:
+    """A participant whose name cannot be read: its `name` property and its text raise."""
+
+    @property
+    def name(self) -> str:
+        raise RuntimeError("no name")
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+class _VoteFailed(Exception):
+    pass
+
+
+def test_monitor_consensus_passes_the_exception_on_when_a_participant_cannot_be_named(
+    spans: CapturedSpans,
+) -> None:
+    error = _VoteFailed("quorum lost")
+
+    @agent_trace.monitor_consensus("majority")
+    def decide(participants: list[Any]) -> None:
+        raise error
+
+    with pytest.raises(_VoteFailed) as raised:
+        decide([_Nameless()])
+
+    assert raised.value is error
+    [rnd] = spans.find(prefix="consensus_round majority")
+    assert rnd.status.status_code is StatusCode.ERROR
+
+
+def test_none_for_a_round_threshold_means_the_default(spans: CapturedSpans) -> None:
+    with agent_trace.session("review") as s:
+        with s.consensus_round("vote", participants=None, threshold=None) as rnd:  # type: ignore[arg-type]
+            rnd.vote("a", "approve")
+            result = rnd.conclude()
+
+    assert rnd.threshold == 0.5
+    assert rnd.participants == ()
+    assert result.consensus_achieved
