@@ -81,6 +81,10 @@ class Scope:
     override `_on_exit` to add attributes that are known only at the end. Attributes given
     with `convert=True` are raw values, converted by the attribute rule only once a span will
     record them: a scope that is not traced (not configured, sampled out) skips the work.
+
+    A scope entered again while open is counted, not started twice: its span ends at the last
+    exit; an exit without an enter does nothing. Scopes may exit out of order (a session
+    before its turn): the context left current is never one whose span has ended.
     """
 
     _op = "agent_trace.span"

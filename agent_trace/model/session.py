@@ -300,6 +300,10 @@ def turn(agent: str, role: str | None = None, *, remote: bool = False, **attrs: 
 
 
 def _end_open_sessions() -> None:
+    """At interpreter exit: end every session still open, after its open turns and rounds."""
+    # TODO: a scope opened outside any session (a standalone `agent_trace.turn`) is not
+    # tracked, so one still open at exit is never exported. A module-level set of weak
+    # references, as sessions keep for their scopes, would cover it for about 0.3 us a span.
     with _open_lock:
         sessions = list(_open_sessions)
         _open_sessions.clear()
