@@ -115,7 +115,7 @@ class Pipeline:
         if policy._sink is None:
             if self.sentry is None:
                 return None
-            policy.bind(SentryAlertSink(), self.constitution_hash)
+            policy.bind(SentryAlertSink(self.sentry.capture_event), self.constitution_hash)
         return policy
 
     def _build_sinks(self, settings: Settings) -> None:

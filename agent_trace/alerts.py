@@ -33,9 +33,20 @@ class AlertSink(Protocol):
 
 
 class SentryAlertSink:
-    """Sends alert events through sentry-sdk (its transport does the I/O off-thread)."""
+    """Sends alert events through sentry-sdk (its transport does the I/O off-thread).
+
+    `capture` is the function that sends one event; `configure()` passes agent-trace's own
+    Sentry client's, so alerts go to agent-trace's DSN even when the application initialises
+    sentry-sdk for itself later. Without it, events go to sentry-sdk's current client.
+    """
+
+    def __init__(self, capture: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self._capture = capture
 
     def send(self, event: dict[str, Any]) -> None:
+        if self._capture is not None:
+            self._capture(event)
+            return
         import sentry_sdk
 
         # sentry-sdk types events as a TypedDict; ours is built to that shape.

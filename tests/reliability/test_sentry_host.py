@@ -102,3 +102,18 @@ def test_error_and_alert_events_keep_going_to_agent_traces_dsn_after_the_host_se
     ]
     assert sorted(sent) == ["RuntimeError", "alert"]
     assert messages(host_sentry) == []
+
+
+def test_the_built_in_alerts_keep_going_to_agent_traces_dsn_after_the_host_sets_up_sentry(
+    otlp_http_recorder: OtlpHttpRecorder, host_sentry: OtlpHttpRecorder
+) -> None:
+    with capture_spans(sentry_dsn=dsn_of(otlp_http_recorder)):
+        sentry_sdk.init(dsn=dsn_of(host_sentry), default_integrations=False)
+
+        with agent_trace.session("review") as s, s.policy_check("privacy") as check:
+            check.violation("pii", "high")
+        assert agent_trace.force_flush(timeout_s=10) is True
+
+    sent = [message or "" for message in messages(otlp_http_recorder)]
+    assert [m for m in sent if m.startswith("Constitutional violation: pii")], sent
+    assert messages(host_sentry) == []
