@@ -17,8 +17,9 @@ def test_send_and_process_are_linked_producer_and_consumer(
         mailbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
         async with agent_trace.session("review") as s:
             async with s.turn("ethics"):
-                with s.send_message("ethics", "legal", message_type="concern",
-                                    content="secret concern text") as msg:
+                with s.send_message(
+                    "ethics", "legal", message_type="concern", content="secret concern text"
+                ) as msg:
                     await mailbox.put(msg.headers())
             async with s.turn("legal"):
                 headers = await mailbox.get()
@@ -43,8 +44,10 @@ def test_send_and_process_are_linked_producer_and_consumer(
 def test_message_content_is_kept_only_with_content_capture() -> None:
     with capture_spans(capture_content=True) as spans:
         session = agent_trace.session("review")
-        with session, session.send_message("ethics", "legal", message_type="note",
-                                           content="see principle 4"):
+        with (
+            session,
+            session.send_message("ethics", "legal", message_type="note", content="see principle 4"),
+        ):
             pass
     assert spans.one("send legal").attributes["agent_trace.message.content"] == "see principle 4"
 

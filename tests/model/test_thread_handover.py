@@ -26,9 +26,10 @@ def test_thread_pool_and_run_in_executor_stay_in_the_turn(
                 ]
                 assert [f.result() for f in futures] == ["a", "b", "c"]
             loop = asyncio.get_running_loop()
-            assert await loop.run_in_executor(
-                None, agent_trace.with_current_context(_tool), "d"
-            ) == "d"
+            assert (
+                await loop.run_in_executor(None, agent_trace.with_current_context(_tool), "d")
+                == "d"
+            )
 
     asyncio.run(main())
     turn = agent_trace_spans.one("invoke_agent ops")
