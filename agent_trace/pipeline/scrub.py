@@ -351,7 +351,8 @@ class Scrubber:
 
     def span(self, span: ReadableSpan) -> ReadableSpan:
         """Return `span` itself when clean, else a scrubbed copy with the same ids."""
-        name = original_name = span.name
+        # The stored name when there is one: the public property costs a Python call a span.
+        name = original_name = getattr(span, "_name", None) or span.name
         if not name.isascii() or len(name) > MAX_NAME_LENGTH:
             name = bounded_name(name)
         attrs, touched = self.attributes(span.attributes)
