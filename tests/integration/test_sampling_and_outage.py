@@ -90,8 +90,9 @@ def test_jaeger_restart_mid_run_delivers_queued_spans_and_counts_the_rest(
     finally:
         agent_trace.shutdown(timeout_s=5)
 
-    # Never blocked: a call that waited on the dead sink would take the 2 s export timeout.
-    assert max(during) < 0.25, (max(during), max(baseline))
+    # Never blocked: a call that waited on the dead sink would take the 2 s export timeout
+    # (the bound leaves room for a loaded machine stalling one call for a few 100 ms).
+    assert max(during) < 1.0, (max(during), max(baseline))
     # Jaeger's memory storage restarted empty: what it has now is what arrived after restart.
     time.sleep(0.5)
     arrived = sum(len(t["spans"]) for t in jaeger.find_traces(service, limit=1000))

@@ -103,9 +103,10 @@ def test_a_dead_otlp_endpoint_costs_no_time_and_shutdown_says_what_was_lost(
     assert delivered is False
     assert took_s < 3.5
     # Tracing adds per-span bookkeeping, never a network wait (the exporter's retries take
-    # seconds). Generous bounds for a shared two-core machine.
+    # seconds). Generous bounds for a shared two-core machine: a session that waited once on
+    # the exporter would take its 10 s timeout; a busy machine stalls one for a few 100 ms.
     assert statistics.median(traced) - statistics.median(untraced) < 0.005
-    assert max(traced) < 0.25, sorted(traced)[-5:]
+    assert max(traced) < 1.0, sorted(traced)[-5:]
 
     lost = drops_since(before)
     assert lost == {("otlp", "shutdown_timeout"): (SESSIONS + 20) * SPANS_PER_SESSION}, lost
