@@ -341,6 +341,62 @@ def test_secrets_in_serialised_mappings_are_scrubbed(template: str) -> None:
     assert not any(SECRET in text for text in exported)
 
 
+# -- configure() with values of the wrong type ----------------------------------------------------
+
+WRONG_TYPES: dict[str, dict[str, Any]] = {
+    "local_path as an int": {"local_path": 123, "local_file": True},
+    "alert_policy as text": {"alert_policy": "yes"},
+}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="agent_trace/_config.py builds Path(local_path) before any check (TypeError), and "
+    "agent_trace/_runtime.py Pipeline uses alert_policy unchecked (AttributeError on '_sink'): "
+    "the README promises a ConfigurationError naming the setting",
+)
+@pytest.mark.parametrize("settings", WRONG_TYPES.values(), ids=list(WRONG_TYPES))
+def test_values_of_the_wrong_type_raise_configuration_error(settings: dict[str, Any]) -> None:
+    def attack() -> None:
+        try:
+            with pytest.raises(agent_trace.ConfigurationError):
+                agent_trace.configure("adversarial", _env={}, **settings)
+        finally:
+            agent_trace.shutdown(timeout_s=5)
+
+    isolated(attack)
+
+
+# -- compliance verdicts --------------------------------------------------------------------------
+
+UNREADABLE_VERDICTS: dict[str, Any] = {
+    "the text 'false'": "false",
+    "compliant given as 'no'": {"compliant": "no"},
+    "zero": 0,
+}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="agent_trace/model/compliance.py _apply_result records a verdict only when it is "
+    "exactly True or False; anything else leaves the result unset and PolicyCheck._on_exit "
+    "then calls passed(), so an unreadable verdict counts as compliant (fails open)",
+)
+@pytest.mark.parametrize("verdict", UNREADABLE_VERDICTS.values(), ids=list(UNREADABLE_VERDICTS))
+def test_an_unreadable_verdict_is_not_counted_as_compliant(verdict: Any) -> None:
+    @agent_trace.track_constitutional_compliance(policy="privacy")
+    def check() -> Any:
+        return verdict
+
+    def attack() -> Any:
+        with captured() as spans, agent_trace.session("review"):
+            assert check() is verdict
+        [span] = spans.find("policy_check privacy")
+        return dict(span.attributes or {}).get("agent_trace.compliance.result")
+
+    assert isolated(attack) != "compliant"
+
+
 # -- a real uvicorn process -----------------------------------------------------------------------
 
 SERVICE = textwrap.dedent(
