@@ -59,6 +59,31 @@ def test_a_turn_opened_on_an_ended_session_is_exported_or_counted() -> None:
     assert exported == 1 or sum(dropped.values()) >= 1
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="agent_trace/model/_scope.py Scope._start: a callable wrapped by "
+    "with_current_context and run after its turn ended finds the ended turn current, takes it "
+    "for a sampled-out parent and skips its check; nothing is exported or counted",
+)
+def test_a_wrapped_tool_that_outlives_its_turn_is_exported_or_counted() -> None:
+    def tool() -> None:
+        with agent_trace.policy_check("late_tool"):
+            pass
+
+    def attack() -> tuple[int, dict[tuple[str, str], int]]:
+        with captured() as spans:
+            with agent_trace.session("review") as session:
+                with session.turn("ethics"):
+                    wrapped = agent_trace.with_current_context(tool)
+                worker = threading.Thread(target=wrapped)
+                worker.start()
+                worker.join()
+            return len(spans.find("policy_check late_tool")), agent_trace.dropped_spans()
+
+    exported, dropped = isolated(attack)
+    assert exported == 1 or sum(dropped.values()) >= 1
+
+
 def test_reconfiguring_while_a_session_is_open_counts_what_it_loses(tmp_path: Path) -> None:
     def attack() -> dict[tuple[str, str], int]:
         local_pipeline(tmp_path / "first.jsonl")
