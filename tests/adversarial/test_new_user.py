@@ -468,6 +468,32 @@ def test_the_header_check_counts_both_results_when_sampled_out() -> None:
     }
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="agent_trace/integrations/fastapi.py _Options.is_excluded uses the instrumentation's "
+    "unanchored regex search, and _RequestGuard.__call__ skips the hash check for excluded "
+    "paths: excluding the index page '/' switches enforcement off for every route",
+)
+def test_excluding_the_index_page_keeps_enforcement_on_other_routes() -> None:
+    async def send(app: Any) -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+            return (await client.get("/act")).status_code
+
+    def attack() -> int:
+        with captured(constitution_hash=HASH):
+            app = FastAPI()
+
+            @app.get("/act")
+            async def act() -> dict[str, str]:
+                return {"done": "yes"}
+
+            instrumented = instrument(app, constitutional_hash_mode="enforce", excluded_urls=["/"])
+            return asyncio.run(send(instrumented))
+
+    assert isolated(attack) == 428
+
+
 # -- a real uvicorn process -----------------------------------------------------------------------
 
 SERVICE = textwrap.dedent(
