@@ -42,6 +42,11 @@ HASH = "a1b2c3d4e5f60718"
 # -- handles used after their block ended ---------------------------------------------------------
 
 
+def _drops() -> int:
+    """Spans dropped so far, every sink and reason (the counts add up across pipelines)."""
+    return sum(agent_trace.dropped_spans().values())
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="agent_trace/model/_scope.py Scope._start: the ended session span is valid but no "
@@ -49,17 +54,18 @@ HASH = "a1b2c3d4e5f60718"
     "started nor counted in dropped_spans()",
 )
 def test_a_turn_opened_on_an_ended_session_is_exported_or_counted() -> None:
-    def attack() -> tuple[int, dict[tuple[str, str], int]]:
+    def attack() -> tuple[int, int]:
         with captured() as spans:
             session = agent_trace.session("review", session_id="s-ended")
             with session:
                 pass
+            before = _drops()
             with session.turn("late"):
                 pass
-            return len(spans.find("invoke_agent late")), agent_trace.dropped_spans()
+            return len(spans.find("invoke_agent late")), _drops() - before
 
     exported, dropped = isolated(attack)
-    assert exported == 1 or sum(dropped.values()) >= 1
+    assert exported == 1 or dropped >= 1
 
 
 @pytest.mark.xfail(
@@ -73,33 +79,36 @@ def test_a_wrapped_tool_that_outlives_its_turn_is_exported_or_counted() -> None:
         with agent_trace.policy_check("late_tool"):
             pass
 
-    def attack() -> tuple[int, dict[tuple[str, str], int]]:
+    def attack() -> tuple[int, int]:
         with captured() as spans:
             with agent_trace.session("review") as session:
                 with session.turn("ethics"):
                     wrapped = agent_trace.with_current_context(tool)
+                before = _drops()
                 worker = threading.Thread(target=wrapped)
                 worker.start()
                 worker.join()
-            return len(spans.find("policy_check late_tool")), agent_trace.dropped_spans()
+            return len(spans.find("policy_check late_tool")), _drops() - before
 
     exported, dropped = isolated(attack)
-    assert exported == 1 or sum(dropped.values()) >= 1
+    assert exported == 1 or dropped >= 1
 
 
 def test_reconfiguring_while_a_session_is_open_counts_what_it_loses(tmp_path: Path) -> None:
-    def attack() -> dict[tuple[str, str], int]:
+    key = ("local_file", "after_shutdown")
+
+    def attack() -> int:
         local_pipeline(tmp_path / "first.jsonl")
         session = agent_trace.session("review")
         session.__enter__()
         local_pipeline(tmp_path / "second.jsonl")
+        before = agent_trace.dropped_spans().get(key, 0)
         session.__exit__(None, None, None)
-        dropped = agent_trace.dropped_spans()
+        dropped = agent_trace.dropped_spans().get(key, 0) - before
         agent_trace.shutdown(timeout_s=5)
         return dropped
 
-    dropped = isolated(attack)
-    assert dropped.get(("local_file", "after_shutdown"), 0) >= 1
+    assert isolated(attack) == 1
 
 
 # -- consensus arithmetic -------------------------------------------------------------------------
