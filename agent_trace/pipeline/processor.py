@@ -98,8 +98,15 @@ def _all_by(deadline: float, calls: Sequence[Callable[[], bool]]) -> bool:
         threading.Thread(target=run, args=(i, c), name="agent-trace-flush", daemon=True)
         for i, c in enumerate(calls)
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
+    started = []
+    for index, thread in enumerate(threads):
+        try:
+            thread.start()
+        except RuntimeError:
+            # At interpreter exit (Python 3.12+) no thread can start: run the call here.
+            run(index, calls[index])
+            continue
+        started.append(thread)
+    for thread in started:
         thread.join(max(0.0, deadline - time.monotonic()))
     return all(results.get(i, False) for i in range(len(calls)))

@@ -315,6 +315,11 @@ def _call_with_deadline(fn: object, timeout_s: float) -> bool:
             result.append(False)
 
     thread = threading.Thread(target=target, name="agent-trace-deadline", daemon=True)
-    thread.start()
-    thread.join(max(0.0, timeout_s))
+    try:
+        thread.start()
+    except RuntimeError:
+        # At interpreter exit (Python 3.12+) no thread can start: call it here, unguarded.
+        target()
+    else:
+        thread.join(max(0.0, timeout_s))
     return bool(result) and result[0]

@@ -9,16 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.reliability._support import HERE, assert_quiet_exit, file_spans, run_child
 
 
-# TODO: pipeline/processor.py (`_all_by`) and pipeline/worker.py (`_call_with_deadline`) start
-# helper threads to keep their deadline; at exit on Python 3.12+ that raises, the exit flush
-# is abandoned as an internal error and every span still queued is lost. They should run the
-# call inline when a thread cannot be started.
-@pytest.mark.xfail(strict=True, reason="flush and shutdown start helper threads (see TODO)")
 def test_exit_without_shutdown_delivers_spans_when_threads_cannot_start(tmp_path: Path) -> None:
     path = tmp_path / "traces.jsonl"
 
