@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_spans < 1:
         _error(err, "--max-spans must be at least 1")
         return EXIT_USAGE
+    if args.width is not None and args.width < 1:
+        _error(err, "--width must be at least 1 column (leave it out to use the terminal's)")
+        return EXIT_USAGE
 
     try:
         found = _find_trace(path, trace_id, args.session, args.strict, err)

@@ -225,7 +225,7 @@ class SinkWorker:
         try:
             ok = bool(self.sink.export(batch))
             if not ok:
-                self.last_error = "the sink refused the batch"
+                self.last_error = "the export failed (refused, timed out or unreachable)"
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
         with self._cond:

@@ -259,6 +259,14 @@ def test_a_value_that_is_not_a_trace_id_is_a_usage_error(
     assert "is not a trace id" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("width", ["0", "-5"])
+def test_a_width_under_one_column_is_a_usage_error(
+    width: str, trace_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_show(TRACE, "--file", str(trace_file), "--width", width) == 2
+    assert "--width must be at least 1" in capsys.readouterr().err
+
+
 def test_a_trace_id_and_last_together_are_refused_by_the_parser() -> None:
     with pytest.raises(SystemExit) as caught:
         parse(TRACE, "--last")
