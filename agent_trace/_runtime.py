@@ -331,6 +331,11 @@ _fork_anchor = _ForkAnchor()
 
 
 def _after_fork_in_child() -> None:
+    global _lock
+    # A lock another thread of the parent held at the fork stays held in the child forever:
+    # counting a drop (frequent during an outage) or configuring there would deadlock.
+    _lock = threading.Lock()
+    _drops.after_fork_in_child()
     # multiprocessing ends a forked worker with os._exit(), which skips atexit: the spans the
     # worker finished would be lost. Its own exit finalizers do run, but it clears them right
     # after the fork, so register one from its after-fork hook, which runs after that reset.

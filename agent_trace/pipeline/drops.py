@@ -44,6 +44,10 @@ class DropCounter:
         self._cells: list[DropCell] = []
         self._lock = threading.Lock()
 
+    def after_fork_in_child(self) -> None:
+        """A new lock in a forked child: one a parent thread held at the fork stays held."""
+        self._lock = threading.Lock()
+
     def add(self, sink: str, reason: str, count: int = 1) -> None:
         if count <= 0:
             return
