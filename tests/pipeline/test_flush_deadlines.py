@@ -135,7 +135,9 @@ def test_application_calls_are_never_blocked(traced_to_bad_sink: CapturedSpans) 
     # Five times the queue: the sink is stuck, the queue fills, and sessions must go on.
     durations = run_sessions(500)
 
-    assert max(durations) < 0.25, f"slowest session took {max(durations):.3f} s"
+    # A session that waited on the stuck sink would wait for good; 1 s leaves room for a busy
+    # two-core machine stalling one session for a few 100 ms.
+    assert max(durations) < 1.0, f"slowest session took {max(durations):.3f} s"
     assert sum(durations) < 5.0
     # The in-memory reference got everything: only the stuck sink misses out.
     assert len(traced_to_bad_sink.spans) == 1000
@@ -167,7 +169,9 @@ def sentry_down(request: pytest.FixtureRequest) -> Iterator[str]:
     yield f"http://public@127.0.0.1:{recorder.port}/0"
 
 
-def test_sentry_down_keeps_flush_and_shutdown_deadlines(sentry_down: str) -> None:
+def test_sentry_down_keeps_flush_and_shutdown_deadlines(
+    sentry_down: str, request: pytest.FixtureRequest
+) -> None:
     with capture_spans(sentry_dsn=sentry_down) as captured:
         durations = run_sessions(200)
 
@@ -181,9 +185,14 @@ def test_sentry_down_keeps_flush_and_shutdown_deadlines(sentry_down: str) -> Non
     assert flushed is False
     assert flush_s < DEADLINE_S + SLACK_S
     assert shutdown_s < DEADLINE_S + SLACK_S
-    # shutdown may report True: the spans it had were already given up on by the flush.
-    assert isinstance(closed, bool)
-    assert max(durations) < 0.25
+    if request.node.callspec.params["sentry_down"] == "hanging":
+        # The transactions are still in sentry-sdk's transport, unanswered: not delivered.
+        assert closed is False
+    else:
+        # Refused: the transport gave each one up at once (counted as dropped), so nothing
+        # is left in flight at shutdown and either answer is honest.
+        assert isinstance(closed, bool)
+    assert max(durations) < 1.0
     assert len(captured.spans) == 400
 
 
