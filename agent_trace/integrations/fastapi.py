@@ -13,6 +13,14 @@ services need on top of it:
 - the `Constitutional-Hash` request header: mode `observe` records a missing or different hash
   as a violation (a `policy_check constitutional_hash` span), mode `enforce` also refuses the
   request (428 when missing, 409 when different) with a JSON body.
+- excluded URLs mean two things. Tracing: as OpenTelemetry defines it, a request is not traced
+  when any pattern is found anywhere in its full URL (`/metrics` also leaves
+  `/proposals/metrics` untraced). The hash check: skipped only when a pattern matches the
+  request's whole path, as if anchored with `^...$` (`/metrics` exempts `/metrics` alone, `/`
+  the index page alone); never decided by the Host header or the query. A path that is not
+  exempt is checked whether or not it is traced.
+- every header check is counted in `agent_trace.compliance.checks` and in the alert's
+  compliance rate, passes and violations alike, whether or not the request is sampled.
 - a health route answering the service name, the constitutional hash and each sink's state,
   neither traced nor checked.
 - background tasks get a span of their own, linked to the request that scheduled them; the
@@ -49,7 +57,7 @@ from agent_trace.integrations import _missing_extra
 try:
     import fastapi
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-    from opentelemetry.util.http import ExcludeList, parse_excluded_urls
+    from opentelemetry.util.http import parse_excluded_urls
     from starlette.background import BackgroundTask
     from starlette.middleware.errors import ServerErrorMiddleware
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -101,15 +109,17 @@ def instrument(
     """Trace a FastAPI app with agent-trace's pipeline; calling it again changes nothing.
 
     Call it once the app exists (before or after `agent_trace.configure()`, before or after
-    routes are added). Requests to excluded URLs and to the health route are neither traced
-    nor checked for the constitutional hash.
+    routes are added). The health route is neither traced nor checked for the constitutional
+    hash; neither are requests whose whole path an excluded URL matches.
 
     Args:
         app: the application; returned, instrumented.
-        excluded_urls: regular expressions, as a list or comma-separated, searched in each
-            request's full URL for tracing; the hash check is skipped only when one is found
-            in the request's path (never its Host header or query); default
+        excluded_urls: regular expressions, as a list or comma-separated; default
             `OTEL_PYTHON_FASTAPI_EXCLUDED_URLS` (or `OTEL_PYTHON_EXCLUDED_URLS`), read now.
+            A request is not traced when one is found anywhere in its full URL (OpenTelemetry's
+            rule); its hash is not checked only when one matches its whole path (`/metrics`
+            exempts `/metrics`, not `/proposals/metrics`; the Host header and query never
+            count).
         constitutional_hash_mode: `off`; `observe` records a request whose
             `Constitutional-Hash` header is missing or different as a violation; `enforce`
             also refuses it, 428 when missing and 409 when different.
@@ -174,7 +184,10 @@ class _Options:
     explicit_hash: str | None
     health_path: str | None
     excluded_raw: str
-    excluded: ExcludeList
+    # Each excluded pattern on its own, matched against the whole path: the hash check is
+    # skipped only there (the instrumentation's own list, searched anywhere in the URL, decides
+    # only what is traced).
+    exempt_paths: tuple[re.Pattern[str], ...]
 
     @classmethod
     def build(
@@ -208,13 +221,15 @@ class _Options:
                 f"health_path={health_path!r} is not a path; use one starting with '/', or None"
             )
         try:
-            excluded = parse_excluded_urls(excluded_raw)
+            # Compiled here only to refuse a bad pattern now, not on the first request.
+            parse_excluded_urls(excluded_raw)
+            exempt_paths = tuple(re.compile(item) for item in excluded_raw.split(",") if item)
         except re.error as exc:
             raise ConfigurationError(
                 f"excluded_urls={excluded_raw!r} is not a list of regular expressions ({exc}); "
                 "separate them with commas and escape special characters"
             ) from None
-        return cls(mode, explicit_hash, health_path, excluded_raw, excluded)
+        return cls(mode, explicit_hash, health_path, excluded_raw, exempt_paths)
 
     def expected_hash(self) -> str | None:
         if self.explicit_hash is not None:
@@ -222,12 +237,16 @@ class _Options:
         settings = _api.settings()
         return None if settings is None else settings.constitution_hash
 
-    def is_excluded(self, scope: Scope) -> bool:
-        # The path only: the instrumentation's URL starts with the client's Host header, so a
-        # pattern found there would let any client switch the check off. The query is the
-        # client's too, so it is left out as well.
+    def is_exempt(self, scope: Scope) -> bool:
+        """Whether the request's path is one the hash check skips: a pattern matching all of it.
+
+        The path only: the instrumentation's URL starts with the client's Host header, and the
+        query is the client's too, so a pattern found there would let any client switch the
+        check off. The whole path, not a search inside it: a pattern found in a path parameter
+        (`/proposals/metrics` for `/metrics`) or a prefix of every path (`/`) would do the same.
+        """
         path: str = scope.get("path") or "/"
-        return self.excluded.url_disabled(path)
+        return any(pattern.fullmatch(path) for pattern in self.exempt_paths)
 
 
 def _excluded(excluded_urls: str | Sequence[str] | None) -> str:
@@ -301,7 +320,7 @@ class _RequestGuard:
             return
 
         span = trace.get_current_span()
-        if self._options.mode != "off" and not self._options.is_excluded(scope):
+        if self._options.mode != "off" and not self._options.is_exempt(scope):
             try:
                 refusal = self._check(scope, span)
             except Exception:
@@ -349,13 +368,7 @@ class _RequestGuard:
         if span.is_recording():
             span.set_attribute(_HEADER_RESULT, result)
         if result == "match":
-            # A passed check gets no span of its own (one per request would be noise), but it
-            # is counted, so the compliance rate of the header is right.
-            pipeline = _runtime.current()
-            if pipeline is not None and span.is_recording():
-                pipeline.metrics.compliance_checks.add(
-                    1, {"policy": _POLICY, "result": "compliant"}
-                )
+            _count_compliant(span)
             return None
 
         enforce = self._options.mode == "enforce"
@@ -396,6 +409,28 @@ class _RequestGuard:
         if len(values) > 1:
             body["received_count"] = len(values)
         return 409, body
+
+
+def _count_compliant(span: trace.Span) -> None:
+    """Count a passed header check in the metric and the alert's compliance rate.
+
+    A passed check gets no span of its own (one per request would be noise). It is counted
+    whether or not the server span is recording, as a violation is: counting passes only in
+    sampled requests would pull the rate down under sampling and raise the alert falsely.
+    """
+    pipeline = _runtime.current()
+    if pipeline is None:
+        return
+
+    pipeline.metrics.compliance_checks.add(1, {"policy": _POLICY, "result": "compliant"})
+    if pipeline.alerts is not None:
+        ids = span.get_span_context()
+        where = (
+            {"trace_id": f"{ids.trace_id:032x}", "span_id": f"{ids.span_id:016x}"}
+            if ids.is_valid
+            else None
+        )
+        pipeline.alerts.compliance(True, where)
 
 
 def _preview(raw: bytes) -> str:

@@ -204,6 +204,79 @@ async def test_excluded_urls_are_not_checked_for_the_constitutional_hash(
     assert captured.spans == []
 
 
+def build_proposals_app() -> FastAPI:
+    """An app whose path parameter can spell an excluded path: /proposals/metrics."""
+    app = FastAPI()
+
+    @app.get("/metrics")
+    async def metrics() -> dict[str, str]:
+        return {"requests": "1"}
+
+    @app.get("/proposals/{pid}")
+    async def proposal(pid: str) -> dict[str, str]:
+        return {"pid": pid}
+
+    return app
+
+
+async def test_an_excluded_url_exempts_only_the_whole_path_it_matches_from_the_hash_check(
+    captured: CapturedSpans,
+) -> None:
+    app = instrument(
+        build_proposals_app(), excluded_urls=["/metrics"], constitutional_hash_mode="enforce"
+    )
+    async with client_for(app) as client:
+        exempt = await client.get("/metrics")
+        by_parameter = await client.get("/proposals/metrics")
+        by_suffix = await client.get("/metrics/extra")
+        by_query = await client.get("/proposals/p-1?next=/metrics")
+
+    assert exempt.status_code == 200
+    assert [by_parameter.status_code, by_suffix.status_code, by_query.status_code] == [428] * 3
+
+
+async def test_tracing_exclusions_keep_opentelemetrys_search_but_the_check_still_runs(
+    captured: CapturedSpans,
+) -> None:
+    app = instrument(
+        build_proposals_app(), excluded_urls=["/metrics"], constitutional_hash_mode="enforce"
+    )
+    async with client_for(app) as client:
+        response = await client.get("/proposals/metrics")
+
+    assert response.status_code == 428
+    assert server_spans(captured) == []
+    assert len(violation_checks(captured)) == 1
+
+
+async def test_excluding_the_index_page_exempts_the_index_page_alone(
+    captured: CapturedSpans,
+) -> None:
+    app = build_app()
+
+    @app.get("/")
+    async def index() -> dict[str, str]:
+        return {"service": "agent"}
+
+    app = instrument(app, excluded_urls=["/"], constitutional_hash_mode="enforce")
+    async with client_for(app) as client:
+        index_page = await client.get("/")
+        other = await client.get("/ok")
+
+    assert index_page.status_code == 200
+    assert other.status_code == 428
+
+
+async def test_an_excluded_url_written_with_anchors_exempts_its_path(
+    captured: CapturedSpans,
+) -> None:
+    app = instrument(build_app(), excluded_urls=["^/ok$"], constitutional_hash_mode="enforce")
+    async with client_for(app) as client:
+        response = await client.get("/ok")
+
+    assert response.status_code == 200
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 
@@ -393,6 +466,67 @@ async def test_every_header_check_is_counted_passes_and_violations_alike(
         if attrs["policy"] == "constitutional_hash"
     }
     assert counts == {"compliant": 2, "violation": 1}
+
+
+def header_check_counts(captured: CapturedSpans) -> dict[str, int]:
+    return {
+        str(attrs["result"]): int(value)
+        for attrs, value in captured.metrics().get("agent_trace.compliance.checks", [])
+        if attrs["policy"] == "constitutional_hash"
+    }
+
+
+async def test_header_checks_are_counted_when_the_request_is_sampled_out() -> None:
+    with capture_spans("agent-service", constitution_hash=HASH, sample_rate=0.0) as captured:
+        app = instrument(build_app(), constitutional_hash_mode="enforce")
+        async with client_for(app) as client:
+            await client.get("/ok", headers={"Constitutional-Hash": HASH})
+            await client.get("/ok", headers={"Constitutional-Hash": HASH})
+            await client.get("/ok")
+
+        assert server_spans(captured) == []
+        assert header_check_counts(captured) == {"compliant": 2, "violation": 1}
+
+
+async def test_header_checks_are_counted_under_a_callers_unsampled_traceparent(
+    captured: CapturedSpans,
+) -> None:
+    unsampled = {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-00"}
+    app = instrument(build_app(), constitutional_hash_mode="observe")
+    async with client_for(app) as client:
+        await client.get("/ok", headers={**unsampled, "Constitutional-Hash": HASH})
+        await client.get("/ok", headers=unsampled)
+
+    assert server_spans(captured) == []
+    assert header_check_counts(captured) == {"compliant": 1, "violation": 1}
+
+
+class RecordingAlertSink:
+    def __init__(self) -> None:
+        self.events: list[dict[str, object]] = []
+
+    def send(self, event: dict[str, object]) -> None:
+        self.events.append(event)
+
+
+async def test_passed_header_checks_count_in_the_alerts_compliance_rate() -> None:
+    alerts = RecordingAlertSink()
+    # Alert under 50 % once 3 checks are in: three passes then three violations stay at 50 %,
+    # whereas the violations alone would be 0 %.
+    policy = agent_trace.AlertPolicy(compliance_threshold=0.5, min_checks=3).bind(alerts, HASH)
+    with capture_spans(
+        "agent-service", constitution_hash=HASH, sample_rate=0.0, alert_policy=policy
+    ):
+        app = instrument(build_app(), constitutional_hash_mode="observe")
+        async with client_for(app) as client:
+            for _ in range(3):
+                await client.get("/ok", headers={"Constitutional-Hash": HASH})
+            for _ in range(3):
+                await client.get("/ok")
+
+    assert not policy.alerting
+    rate_alerts = [e for e in alerts.events if "Compliance rate" in str(e["message"])]
+    assert rate_alerts == []
 
 
 async def test_enforce_answers_a_missing_hash_with_428_and_records_the_violation(
