@@ -4,13 +4,23 @@ Injecting writes exactly one value of each header. Extracting trusts a header on
 the W3C and Sentry rules allow: a `traceparent` that is malformed, oversized or present more
 than once is ignored (the request starts a fresh trace rather than half-reusing ids);
 `sentry-trace` is used only when there is no valid `traceparent`; incoming baggage is kept for
-propagation but never turned into span attributes.
+propagation but never turned into span attributes. Header values that are not text (bytes a
+getter did not decode, None, numbers) are ignored: they neither raise nor cost the request a
+valid parent.
+
+The outgoing `baggage` header stays within the W3C limits that receivers apply (8192 bytes, 180
+entries, 4096 bytes an entry), since a receiver drops a header over them whole: Sentry's
+`sentry-*` entries come first, then the application's entries in order, leaving out each one
+that would pass a limit. What is left out is counted by reason
+(`AgentTracePropagator.baggage_left_out()`) and logged at most once a minute.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -27,6 +37,8 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
+from agent_trace._log import warn_once
+
 __all__ = ["SENTRY_TRACE_HEADER", "AgentTracePropagator"]
 
 SENTRY_TRACE_HEADER = "sentry-trace"
@@ -36,7 +48,12 @@ _BAGGAGE = "baggage"
 _TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _SENTRY_TRACE_RE = re.compile(r"^([0-9a-f]{32})-([0-9a-f]{16})(?:-([01]))?$")
 _MAX_TRACESTATE = 512
+# The W3C baggage limits, as OpenTelemetry's W3CBaggagePropagator applies them on receipt.
 _MAX_BAGGAGE = 8192
+_MAX_BAGGAGE_ENTRY = 4096
+_MAX_BAGGAGE_ENTRIES = 180
+
+_log = logging.getLogger(__name__)
 
 
 def _single(getter: Getter[Any], carrier: Any, key: str, limit: int) -> str | None:
@@ -46,13 +63,36 @@ def _single(getter: Getter[Any], carrier: Any, key: str, limit: int) -> str | No
         return None
     if isinstance(values, str):
         values = [values]
-    values = list(values)
+    try:
+        values = list(values)
+    except TypeError:
+        # A getter handing over a single non-text value (an int, say) rather than a list.
+        return None
     if len(values) != 1:
         return None
     value = values[0]
     if not isinstance(value, str) or len(value) > limit or not value.isascii():
         return None
     return value.strip()
+
+
+def _text_baggage(values: Any) -> str | None:
+    """The baggage header lines that are text, joined; None when there are none.
+
+    Decoding bytes is the getter's work (OpenTelemetry's ASGI and Kafka getters do it). A value
+    of another type that reaches a propagator (bytes through the default getter of a Kafka-style
+    carrier, None, a number) is not a header line and is left out, so that it can neither raise
+    nor cost the request its parent.
+    """
+    if values is None:
+        return None
+    if isinstance(values, str):
+        return values
+    try:
+        lines = [value for value in values if isinstance(value, str)]
+    except TypeError:
+        return None
+    return ",".join(lines) or None
 
 
 def _parse_traceparent(value: str) -> SpanContext | None:
@@ -92,6 +132,8 @@ class AgentTracePropagator(TextMapPropagator):
         # Sentry's dynamic sampling context entries sent along in `baggage` (sentry-*).
         self._dsc = dict(dsc or {})
         self._baggage = W3CBaggagePropagator()
+        self._lock = threading.Lock()
+        self._left_out: dict[str, int] = {}
 
     def extract(
         self,
@@ -123,11 +165,9 @@ class AgentTracePropagator(TextMapPropagator):
         if parent is not None:
             ctx = trace.set_span_in_context(NonRecordingSpan(parent), ctx)
 
-        values = getter.get(carrier, _BAGGAGE)
-        if values:
-            joined = ",".join([values] if isinstance(values, str) else list(values))
-            if len(joined) <= _MAX_BAGGAGE and joined.isascii():
-                ctx = self._baggage.extract({_BAGGAGE: joined}, ctx)
+        joined = _text_baggage(getter.get(carrier, _BAGGAGE))
+        if joined and len(joined) <= _MAX_BAGGAGE and joined.isascii():
+            ctx = self._baggage.extract({_BAGGAGE: joined}, ctx)
         return ctx
 
     def inject(
@@ -150,15 +190,58 @@ class AgentTracePropagator(TextMapPropagator):
         setter.set(carrier, _BAGGAGE, self._baggage_value(context, trace_hex, sampled))
 
     def _baggage_value(self, context: Context | None, trace_hex: str, sampled: bool) -> str:
-        entries = [
-            f"{_encode(k)}={_encode(str(v))}"
-            for k, v in baggage.get_all(context).items()
-            if not k.startswith("sentry-")
-        ]
+        """Sentry's entries first, then the application's that still fit the W3C limits.
+
+        A receiver drops a whole header over the limits (Sentry's entries with it), so the
+        header is bounded here, and the application entries are the ones left out.
+        """
         dsc = {"sentry-trace_id": trace_hex, "sentry-sampled": "true" if sampled else "false"}
         dsc.update(self._dsc)
-        entries.extend(f"{k}={_encode(v)}" for k, v in dsc.items())
+        entries = [f"{k}={_encode(v)}" for k, v in dsc.items()]
+        size = sum(len(entry) for entry in entries) + len(entries) - 1
+
+        left_out: dict[str, int] = {}
+        for key, value in baggage.get_all(context).items():
+            if key.startswith("sentry-"):
+                continue
+            entry = f"{_encode(key)}={_encode(str(value))}"
+            if len(entry) > _MAX_BAGGAGE_ENTRY:
+                reason = "entry_too_long"
+            elif len(entries) >= _MAX_BAGGAGE_ENTRIES:
+                reason = "too_many_entries"
+            elif size + 1 + len(entry) > _MAX_BAGGAGE:
+                reason = "header_too_long"
+            else:
+                entries.append(entry)
+                size += 1 + len(entry)
+                continue
+            left_out[reason] = left_out.get(reason, 0) + 1
+
+        if left_out:
+            self._count_left_out(left_out)
         return ",".join(entries)
+
+    def _count_left_out(self, left_out: dict[str, int]) -> None:
+        with self._lock:
+            for reason, count in left_out.items():
+                self._left_out[reason] = self._left_out.get(reason, 0) + count
+        warn_once(
+            _log,
+            "baggage-limit",
+            "agent-trace: %d outgoing baggage entries left out to keep the header within the "
+            "W3C limits (%s); see AgentTracePropagator.baggage_left_out()",
+            sum(left_out.values()),
+            ", ".join(f"{reason}: {count}" for reason, count in sorted(left_out.items())),
+        )
+
+    def baggage_left_out(self) -> dict[str, int]:
+        """Outgoing baggage entries left out so far, by reason; for tests and diagnostics.
+
+        Reasons: `entry_too_long` (over 4096 bytes), `too_many_entries` (over 180 with
+        Sentry's), `header_too_long` (the header would pass 8192 bytes).
+        """
+        with self._lock:
+            return dict(self._left_out)
 
     @property
     def fields(self) -> set[str]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from opentelemetry import baggage, propagate
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry.propagators.textmap import Setter
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter, Setter
 
 import agent_trace
+from agent_trace._log import _reset_for_tests as _log_reset_for_tests
 from agent_trace.pipeline.propagation import AgentTracePropagator
 from agent_trace.testing import CapturedSpans, capture_spans
 
@@ -116,6 +120,69 @@ def test_inject_adds_the_sentry_dynamic_sampling_context() -> None:
     assert "sentry-environment=prod" in entries
     assert "sentry-release=r%201" in entries
     assert names(headers) == ["baggage", "sentry-trace", "traceparent"]
+
+
+def bounded_baggage(**entries: str) -> tuple[str, AgentTracePropagator]:
+    """The baggage header a fresh propagator writes in a session carrying `entries`."""
+    propagator = AgentTracePropagator({"sentry-release": "r1"})
+    with capture_spans(), agent_trace.session("outgoing"):
+        ctx = otel_context.get_current()
+        for key, value in entries.items():
+            ctx = baggage.set_baggage(key, value, ctx)
+        carrier: dict[str, str] = {}
+        propagator.inject(carrier, context=ctx)
+    return carrier["baggage"], propagator
+
+
+def test_outgoing_baggage_puts_sentrys_entries_first() -> None:
+    header, _ = bounded_baggage(tenant="acme")
+
+    keys = [entry.split("=", 1)[0] for entry in header.split(",")]
+    assert keys == ["sentry-trace_id", "sentry-sampled", "sentry-release", "tenant"]
+
+
+def test_an_outgoing_baggage_entry_over_4096_bytes_is_left_out_and_counted() -> None:
+    header, propagator = bounded_baggage(note="v" * 5000, tenant="acme")
+
+    assert "note=" not in header
+    assert "tenant=acme" in header.split(",")
+    assert propagator.baggage_left_out() == {"entry_too_long": 1}
+
+
+def test_outgoing_baggage_stays_within_8192_bytes_and_a_receiver_keeps_all_of_it() -> None:
+    entries = {f"k{i}": "v" * 4000 for i in range(4)}
+    header, propagator = bounded_baggage(**entries)
+
+    assert len(header.encode()) <= 8192
+    assert propagator.baggage_left_out() == {"header_too_long": 2}
+    received = baggage.get_all(AgentTracePropagator().extract({"baggage": header}))
+    assert sorted(received) == ["k0", "k1", "sentry-release", "sentry-sampled", "sentry-trace_id"]
+
+
+def test_outgoing_baggage_stays_within_180_entries_sentrys_included() -> None:
+    header, propagator = bounded_baggage(**{f"k{i}": "v" for i in range(200)})
+
+    entries = header.split(",")
+    assert len(entries) == 180
+    assert entries[0].startswith("sentry-trace_id=")
+    assert entries[1:3] == ["sentry-sampled=true", "sentry-release=r1"]
+    assert entries[-1] == "k176=v"
+    assert propagator.baggage_left_out() == {"too_many_entries": 23}
+
+
+def test_leaving_out_baggage_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    _log_reset_for_tests()
+    propagator = AgentTracePropagator()
+    with capture_spans(), agent_trace.session("outgoing"):
+        ctx = baggage.set_baggage("note", "v" * 5000)
+        with caplog.at_level(logging.WARNING, logger="agent_trace.pipeline.propagation"):
+            for _ in range(3):
+                propagator.inject({}, context=ctx)
+
+    warnings = [r for r in caplog.records if r.name == "agent_trace.pipeline.propagation"]
+    assert len(warnings) == 1
+    assert "entry_too_long: 1" in warnings[0].getMessage()
+    assert propagator.baggage_left_out() == {"entry_too_long": 3}
 
 
 # -- extract ----------------------------------------------------------------------------------
@@ -247,6 +314,64 @@ def test_oversized_baggage_is_dropped(spans: CapturedSpans) -> None:
     ctx = propagate.extract({"traceparent": VALID, "baggage": "k=" + "v" * 9000})
 
     assert baggage.get_all(ctx) == {}
+
+
+NON_TEXT_BAGGAGE: dict[str, object] = {
+    "bytes, which the default getter turns into ints": b"tenant=acme",
+    "an int": 5,
+    "None beside text": [None, "tenant=acme"],
+    "a list of bytes": [b"tenant=acme"],
+    "a bytearray": bytearray(b"tenant=acme"),
+}
+
+
+@pytest.mark.parametrize("value", NON_TEXT_BAGGAGE.values(), ids=list(NON_TEXT_BAGGAGE))
+def test_non_text_baggage_is_ignored_and_the_parent_kept(
+    spans: CapturedSpans, value: object
+) -> None:
+    ctx = propagate.extract({"traceparent": VALID, "baggage": value})
+
+    assert f"{trace.get_current_span(ctx).get_span_context().trace_id:032x}" == TRACE
+    assert baggage.get_all(ctx) in ({}, {"tenant": "acme"})
+
+
+def test_text_baggage_beside_a_non_text_value_is_kept(spans: CapturedSpans) -> None:
+    ctx = propagate.extract({"traceparent": VALID, "baggage": ["tenant=acme", None, b"x=y"]})
+
+    assert baggage.get_all(ctx) == {"tenant": "acme"}
+
+
+class ScalarGetter(Getter[dict[str, object]]):
+    """Hands over each value as it is, not in a list: a getter written against the docs' grain."""
+
+    def get(self, carrier: dict[str, object], key: str) -> Any:
+        return carrier.get(key)
+
+    def keys(self, carrier: dict[str, object]) -> list[str]:
+        return list(carrier)
+
+
+def test_a_getter_handing_over_a_bare_number_neither_raises_nor_loses_the_parent(
+    spans: CapturedSpans,
+) -> None:
+    carrier: dict[str, object] = {"traceparent": VALID, "tracestate": 5, "baggage": 7}
+    ctx = AgentTracePropagator().extract(carrier, getter=ScalarGetter())
+
+    assert f"{trace.get_current_span(ctx).get_span_context().trace_id:032x}" == TRACE
+    assert AgentTracePropagator().extract({"traceparent": 5}, getter=ScalarGetter()) == Context()
+
+
+def test_a_message_with_non_text_baggage_still_links_to_its_send(spans: CapturedSpans) -> None:
+    with (
+        agent_trace.session("receiver"),
+        agent_trace.process_message(
+            "legal", {"traceparent": VALID, "baggage": b"tenant=acme"}, message_type="proposal"
+        ),
+    ):
+        pass
+
+    [span] = spans.find("process legal")
+    assert [f"{link.context.trace_id:032x}" for link in span.links] == [TRACE]
 
 
 def test_extract_round_trips_what_inject_wrote(spans: CapturedSpans) -> None:
