@@ -193,6 +193,56 @@ def test_host_header_cannot_switch_off_enforcement(spans: CapturedSpans, host: s
     assert response.status_code == 428
 
 
+def build_proposals_app(excluded: list[str]) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/metrics")
+    async def metrics() -> dict[str, str]:
+        return {"requests": "1"}
+
+    @app.get("/proposals/{pid}")
+    async def proposal(pid: str) -> dict[str, str]:
+        return {"pid": pid}
+
+    return instrument(app, constitutional_hash_mode="enforce", excluded_urls=excluded)
+
+
+ENFORCED_PATHS = {
+    "path parameter": "/proposals/metrics",
+    "encoded path parameter": "/proposals/%2Fmetrics",
+    "path segment after": "/metrics/../proposals/p-1",
+    "double slash": "//metrics",
+    "trailing slash": "/metrics/",
+    "query": "/proposals/p-1?x=/metrics",
+    "fragment-like parameter": "/proposals/p-1%23/metrics",
+}
+
+
+@pytest.mark.parametrize("path", ENFORCED_PATHS.values(), ids=list(ENFORCED_PATHS))
+def test_a_client_cannot_spell_an_excluded_path_to_switch_off_enforcement(
+    spans: CapturedSpans, path: str
+) -> None:
+    assert call(build_proposals_app(["/metrics"]), [], path=path).status_code == 428
+
+
+EXEMPTING_NOTHING_HERE = {
+    "the index page": ["/"],
+    "a wildcard ending elsewhere": [".*metrics"],
+    "an empty item": ["/metrics", ""],
+    "a prefix": ["/pro"],
+}
+
+
+@pytest.mark.parametrize(
+    "excluded", EXEMPTING_NOTHING_HERE.values(), ids=list(EXEMPTING_NOTHING_HERE)
+)
+def test_an_excluded_pattern_switches_off_no_more_than_the_paths_it_spells_out(
+    spans: CapturedSpans, excluded: list[str]
+) -> None:
+    app = build_proposals_app(excluded)
+    assert call(app, [], path="/proposals/p-1").status_code == 428
+
+
 def test_excluded_path_itself_is_still_excluded(spans: CapturedSpans) -> None:
     app = build_app("enforce", excluded=["/act$"])
     assert call(app, []).status_code == 200
