@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from agent_trace import _attributes as A
-from agent_trace._log import internal_error
+from agent_trace._log import internal_error, warn_once
 from agent_trace.model._scope import Scope, active_session, optional_tuple
 
 __all__ = ["ConsensusRound", "RoundResult", "Voter", "consensus_round", "monitor_consensus"]
@@ -92,8 +92,11 @@ class Voter(Scope):
     ) -> None:
         """Record the vote; the round tallies it."""
         self.cast_value = value
-        self._round._tally(self.agent, value, weight)
-        self.set_attributes(self._round._vote_attributes(value, weight, confidence, rationale))
+        try:
+            counted = self._round._tally(self.agent, value, weight)
+            self.set_attributes(self._round._vote_attributes(value, counted, confidence, rationale))
+        except Exception:
+            internal_error(_log, "recording a timed vote")
 
 
 class ConsensusRound(Scope):
@@ -121,15 +124,12 @@ class ConsensusRound(Scope):
         self.algorithm = algorithm if type(algorithm) is str else A.name_text(algorithm)
         self.participants = optional_tuple(participants)
         self.threshold = _threshold(threshold)
-        self.quorum = (
-            quorum
-            if quorum is not None
-            else (math.ceil(len(self.participants) / 2) if self.participants else 1)
-        )
+        self.quorum = _quorum(quorum, len(self.participants))
         self.result: RoundResult | None = None
-        self._weights = {"for": 0.0, "against": 0.0, "abstain": 0.0}
-        self._counts = {"for": 0, "against": 0, "abstain": 0}
-        self._votes: dict[str, Any] = {}
+        # agent -> (value, usable weight) and agent -> side; conclude() tallies them afresh,
+        # so a vote changed many times leaves no rounding residue in the weights.
+        self._votes: dict[str, tuple[Any, float]] = {}
+        self._sides: dict[str, str] = {}
         p = A.CONSENSUS
         raw = {
             p + "algorithm": algorithm,
@@ -145,7 +145,7 @@ class ConsensusRound(Scope):
 
     @property
     def votes(self) -> dict[str, Any]:
-        """The latest vote value per agent."""
+        """The latest vote per agent, as (value, weight counted)."""
         return dict(self._votes)
 
     def _child_context(self) -> Any:
@@ -155,17 +155,12 @@ class ConsensusRound(Scope):
             return trace.set_span_in_context(self._span)
         return None
 
-    def _tally(self, agent: str, value: Any, weight: float) -> None:
-        previous = self._votes.get(agent, _MISSING)
-        if previous is not _MISSING:
-            side = vote_side(previous[0])
-            self._weights[side] -= previous[1]
-            self._counts[side] -= 1
-        side = vote_side(value)
-        weight = _finite_weight(weight)
-        self._weights[side] += weight
-        self._counts[side] += 1
-        self._votes[agent] = (value, weight)
+    def _tally(self, agent: str, value: Any, weight: Any) -> float:
+        """Count the agent's vote (replacing an earlier one); returns the weight it counts with."""
+        counted = _usable_weight(weight)
+        self._votes[agent] = (value, counted)
+        self._sides[agent] = vote_side(value)
+        return counted
 
     def _vote_attributes(
         self, value: Any, weight: float, confidence: float | None, rationale: str | None
@@ -195,14 +190,16 @@ class ConsensusRound(Scope):
     ) -> None:
         """Record an agent's vote now, as a `vote {agent}` child span of the round."""
         try:
-            self._tally(agent, value, weight)
+            counted = self._tally(agent, value, weight)
             if not self._span.is_recording() or self._pipeline is None:
                 return
             attrs = self._common_attributes(self._pipeline)
             attrs[A.SENTRY_OP] = Voter._op
             attrs[A.AGENT_NAME] = agent
+            # The span carries the weight the vote counted with, so the votes in a trace add
+            # up to the round's agreement (an unusable weight is logged, and recorded as 0).
             attrs.update(
-                A.to_attributes(self._vote_attributes(value, weight, confidence, rationale))
+                A.to_attributes(self._vote_attributes(value, counted, confidence, rationale))
             )
             span = self._pipeline.tracer.start_span(
                 f"vote {A.name_text(agent)}", context=self._child_context(), attributes=attrs
@@ -217,15 +214,26 @@ class ConsensusRound(Scope):
 
     def conclude(self, outcome: str | None = None, *, decision: str | None = None) -> RoundResult:
         """Tally the votes (or take `outcome`) and record the result on the round span."""
-        cast_total = self._counts["for"] + self._counts["against"] + self._counts["abstain"]
-        decided = self._weights["for"] + self._weights["against"]
-        share_for = self._weights["for"] / decided if decided > 0 else 0.0
-        share_against = self._weights["against"] / decided if decided > 0 else 0.0
-        agreement = max(share_for, share_against)
+        counts = {"for": 0, "against": 0, "abstain": 0}
+        weights: dict[str, list[float]] = {"for": [], "against": [], "abstain": []}
+        for agent, side in self._sides.items():
+            counts[side] += 1
+            weights[side].append(self._votes[agent][1])
+        cast_total = len(self._sides)
+        share_for, share_against = _shares(weights["for"], weights["against"])
+        # Weights are finite and never negative, so this is a share already; the bound holds
+        # whatever the float arithmetic does.
+        agreement = min(1.0, max(0.0, share_for, share_against))
+        decided = share_for + share_against > 0
+        # A caller's outcome or decision is compared and used as a metric label: plain text.
+        if outcome is not None:
+            outcome = A.name_text(outcome)
+        if decision is not None:
+            decision = A.name_text(decision)
         if outcome is None:
             if cast_total < self.quorum:
                 outcome = "no_quorum"
-            elif decided > 0 and agreement >= self.threshold and share_for != share_against:
+            elif decided and agreement >= self.threshold and share_for != share_against:
                 # A tie decides nothing, whatever the threshold.
                 outcome = "consensus"
             else:
@@ -236,9 +244,9 @@ class ConsensusRound(Scope):
             outcome=outcome,
             decision=decision,
             agreement=round(agreement, 6),
-            votes_for=self._counts["for"],
-            votes_against=self._counts["against"],
-            votes_abstain=self._counts["abstain"],
+            votes_for=counts["for"],
+            votes_against=counts["against"],
+            votes_abstain=counts["abstain"],
         )
         p = A.CONSENSUS
         self.set_attributes(
@@ -266,25 +274,92 @@ class ConsensusRound(Scope):
             pipeline.metrics.round_duration.record(duration_s, labels)
 
 
-_MISSING = object()
+def _shares(weights_for: list[float], weights_against: list[float]) -> tuple[float, float]:
+    """The weighted shares of the two sides; (0, 0) when no weight was cast for either."""
+    # Scaled by the largest weight first: finite weights near the float limit would make the
+    # sums overflow (and math.fsum raise).
+    largest = max(weights_for + weights_against, default=0.0)
+    if largest <= 0:
+        return 0.0, 0.0
+    total_for = math.fsum(w / largest for w in weights_for)
+    total_against = math.fsum(w / largest for w in weights_against)
+    decided = total_for + total_against
+    return total_for / decided, total_against / decided
+
+
+def _shown(value: Any) -> str:
+    """A caller's value, short, for a log line (never raising)."""
+    text = A.name_text(value)[:64]
+    return repr(text) if isinstance(value, str) else text
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a finite float, or None (no number, NaN, infinite, or its conversion raises)."""
+    try:
+        number = float(value)
+    except Exception:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _threshold(value: Any) -> float:
     """The agreement a round needs; None or a value that is no finite number means 0.5."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
+    if value is None:
         return 0.5
-    return number if math.isfinite(number) else 0.5
+    number = _finite(value)
+    if number is None:
+        warn_once(
+            _log,
+            "consensus.threshold",
+            "agent-trace: consensus threshold %s is not a finite number; using 0.5",
+            _shown(value),
+        )
+        return 0.5
+    return number
 
 
-def _finite_weight(weight: Any) -> float:
-    """A vote's weight as a finite float; anything else (text, NaN, 10**400) weighs nothing."""
-    try:
-        number = float(weight)
-    except (TypeError, ValueError, OverflowError):
+def _quorum(value: Any, participants: int) -> int:
+    """The votes a round needs: a whole number, rounded up; by default half the participants.
+
+    None means the default; so does a value that is no finite non-negative number (text is read
+    as a number: "3" is 3), with a warning. A quorum is compared on every `conclude()`, where a
+    value of the wrong type would raise into the traced program.
+    """
+    default = math.ceil(participants / 2) if participants else 1
+    if value is None:
+        return default
+    if type(value) is int and value >= 0:
+        # Exact, even beyond the range of a float.
+        return value
+    number = _finite(value)
+    if number is None or number < 0:
+        warn_once(
+            _log,
+            "consensus.quorum",
+            "agent-trace: consensus quorum %s is not a non-negative number of votes; using %d",
+            _shown(value),
+            default,
+        )
+        return default
+    return math.ceil(number)
+
+
+def _usable_weight(weight: Any) -> float:
+    """A vote's weight as a finite float >= 0; anything else weighs nothing (with a warning).
+
+    A negative weight would take weight from the other side and push the agreement past 1.
+    """
+    number = _finite(weight)
+    if number is None or number < 0:
+        warn_once(
+            _log,
+            "consensus.weight",
+            "agent-trace: vote weight %s is not a finite non-negative number; the vote counts "
+            "with weight 0",
+            _shown(weight),
+        )
         return 0.0
-    return number if math.isfinite(number) else 0.0
+    return number
 
 
 def consensus_round(
@@ -364,10 +439,12 @@ def _agent_name(value: Any) -> str:
     return A.name_text(value)
 
 
-def _weight(vote: Any) -> float:
+def _weight(vote: Any) -> Any:
     # A weight of 0.0 is a real weight (an agent that deferred); only a missing one means 1.0.
+    # Any other value goes to the round as given, which weighs an unusable one as nothing;
+    # converting it here would raise and lose every vote after it.
     weight = _field(vote, "weight")
-    return 1.0 if weight is None else float(weight)
+    return 1.0 if weight is None else weight
 
 
 def _record_result(rnd: ConsensusRound, result: Any) -> None:

@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import enum
+import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +16,7 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 import agent_trace
+from agent_trace import _log
 from agent_trace.testing import CapturedSpans, capture_spans
 
 HASH = "cdd01ef066bc6cf2"
@@ -405,3 +409,180 @@ def test_none_for_a_round_threshold_means_the_default(spans: CapturedSpans) -> N
     assert rnd.threshold == 0.5
     assert rnd.participants == ()
     assert result.consensus_achieved
+
+
+# -- values a caller should not have passed -------------------------------------------------------
+
+
+@pytest.fixture
+def warnings(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    # Each warning is rate-limited to one a minute per kind; start every test unlimited.
+    _log._reset_for_tests()
+    with caplog.at_level(logging.WARNING, logger="agent_trace"):
+        yield caplog
+    _log._reset_for_tests()
+
+
+def _warned(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("agent_trace")]
+
+
+def test_a_quorum_given_as_text_is_read_as_a_number(spans: CapturedSpans) -> None:
+    with agent_trace.session("review") as s:
+        with s.consensus_round("majority", participants=AGENTS, quorum="3") as rnd:  # type: ignore[arg-type]
+            rnd.vote("ethics", "approve")
+            rnd.vote("legal", "approve")
+            result = rnd.conclude()
+
+    assert rnd.quorum == 3
+    assert result.outcome == "no_quorum"
+    attrs = spans.one("consensus_round majority").attributes
+    assert attrs["agent_trace.consensus.quorum"] == 3
+
+
+def test_a_fractional_quorum_is_rounded_up(spans: CapturedSpans) -> None:
+    with agent_trace.session("review") as s:
+        with s.consensus_round("majority", quorum=1.5) as rnd:  # type: ignore[arg-type]
+            rnd.vote("ethics", "approve")
+            result = rnd.conclude()
+
+    assert rnd.quorum == 2
+    assert result.outcome == "no_quorum"
+
+
+@pytest.mark.parametrize("quorum", ["most", -1, math.nan, [2]], ids=repr)
+def test_an_unusable_quorum_means_the_default_and_is_logged(
+    spans: CapturedSpans, warnings: pytest.LogCaptureFixture, quorum: Any
+) -> None:
+    with agent_trace.session("review") as s:
+        with s.consensus_round("majority", participants=AGENTS, quorum=quorum) as rnd:
+            rnd.vote("ethics", "approve")
+            rnd.vote("legal", "approve")
+            result = rnd.conclude()
+
+    assert rnd.quorum == 2  # half of three participants, rounded up
+    assert result.outcome == "consensus"
+    [message] = _warned(warnings)
+    assert "quorum" in message and "using 2" in message
+
+
+def test_an_unusable_threshold_means_the_default_and_is_logged(
+    spans: CapturedSpans, warnings: pytest.LogCaptureFixture
+) -> None:
+    with agent_trace.session("review") as s:
+        with s.consensus_round("majority", threshold="most") as rnd:  # type: ignore[arg-type]
+            pass
+
+    assert rnd.threshold == 0.5
+    [message] = _warned(warnings)
+    assert "threshold 'most'" in message
+
+
+def test_a_negative_weight_counts_as_nothing(
+    spans: CapturedSpans, warnings: pytest.LogCaptureFixture
+) -> None:
+    with agent_trace.session("review") as s:
+        with s.consensus_round("weighted_vote", participants=["a", "b", "c"]) as rnd:
+            rnd.vote("a", "approve", weight=1.0)
+            rnd.vote("b", "reject", weight=-1.0)
+            with rnd.voter("c") as voter:
+                voter.cast("reject", weight=-5.0)
+            result = rnd.conclude()
+
+    # The rejecting votes are cast (they count for the quorum) but weigh nothing.
+    assert (result.votes_for, result.votes_against) == (1, 2)
+    assert result.agreement == 1.0
+    assert result.decision == "approve"
+    assert rnd.votes == {"a": ("approve", 1.0), "b": ("reject", 0.0), "c": ("reject", 0.0)}
+    weights = {v.name: v.attributes["agent_trace.vote.weight"] for v in spans.find(prefix="vote ")}
+    assert weights == {"vote a": 1.0, "vote b": 0.0, "vote c": 0.0}
+    [message] = _warned(warnings)  # once, not per vote
+    assert "vote weight -1.0" in message
+
+
+def test_only_negative_weights_decide_nothing(spans: CapturedSpans) -> None:
+    with agent_trace.session("review") as s:
+        with s.consensus_round("weighted_vote", participants=["a", "b"]) as rnd:
+            rnd.vote("a", "approve", weight=-2.0)
+            rnd.vote("b", "reject", weight=-1.0)
+            result = rnd.conclude()
+
+    assert result.outcome == "no_consensus"
+    assert result.agreement == 0.0
+    assert result.decision is None
+
+
+def test_weights_near_the_float_limit_do_not_overflow_the_tally(spans: CapturedSpans) -> None:
+    with agent_trace.session("review") as s:
+        with s.consensus_round("weighted_vote", participants=["a", "b", "c"]) as rnd:
+            rnd.vote("a", "approve", weight=1e308)
+            rnd.vote("b", "approve", weight=1e308)
+            rnd.vote("c", "reject", weight=1e308)
+            result = rnd.conclude()
+
+    assert result.outcome == "consensus"
+    assert result.agreement == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_changed_votes_leave_no_weight_behind(spans: CapturedSpans) -> None:
+    with agent_trace.session("review") as s:
+        with s.consensus_round("weighted_vote", participants=["a", "b"], threshold=1.0) as rnd:
+            rnd.vote("a", "reject", weight=0.1)
+            rnd.vote("b", "reject", weight=0.2)
+            rnd.vote("b", "approve", weight=1e-9)
+            rnd.vote("a", "approve", weight=1e-9)
+            result = rnd.conclude()
+
+    # Adding and taking back 0.1 and 0.2 in floats leaves 2.8e-17 on the reject side: tallied
+    # that way, the agreement would fall short of 1.0 against the small approving weights.
+    assert result.agreement == 1.0
+    assert result.outcome == "consensus"
+
+
+class _NoFloat:
+    def __float__(self) -> float:
+        raise RuntimeError("no number")
+
+
+def test_a_weight_whose_conversion_raises_counts_as_nothing(spans: CapturedSpans) -> None:
+    with agent_trace.session("review") as s:
+        with s.consensus_round("weighted_vote", participants=["a", "b"]) as rnd:
+            rnd.vote("a", "approve", weight=_NoFloat())  # type: ignore[arg-type]
+            with rnd.voter("b") as voter:
+                voter.cast("reject", weight=_NoFloat())  # type: ignore[arg-type]
+            result = rnd.conclude()
+
+    assert (result.votes_for, result.votes_against) == (1, 1)
+    assert result.agreement == 0.0
+    assert voter.cast_value == "reject"
+
+
+class _Outcome(enum.Enum):
+    AGREED = "agreed"
+
+
+def test_an_outcome_given_as_an_enum_is_recorded_as_text(spans: CapturedSpans) -> None:
+    with agent_trace.session("review") as s:
+        with s.consensus_round("majority") as rnd:
+            result = rnd.conclude(_Outcome.AGREED, decision=_Outcome.AGREED)  # type: ignore[arg-type]
+
+    assert isinstance(result.outcome, str) and isinstance(result.decision, str)
+    rounds = spans.metrics()["agent_trace.consensus.rounds"]
+    assert [labels["outcome"] for labels, _ in rounds] == [result.outcome]
+
+
+def test_monitor_consensus_keeps_the_votes_after_an_unusable_weight(spans: CapturedSpans) -> None:
+    @agent_trace.monitor_consensus("weighted_vote")
+    def decide(participants: list[str]) -> dict[str, Any]:
+        votes = {
+            "ethics": {"value": "approve", "weight": "heavy"},
+            "legal": {"value": "approve", "weight": 2.0},
+        }
+        return {"votes": votes}
+
+    decide(["ethics", "legal"])
+
+    rnd = spans.one("consensus_round weighted_vote")
+    weights = {v.name: v.attributes["agent_trace.vote.weight"] for v in spans.votes(rnd)}
+    assert weights == {"vote ethics": 0.0, "vote legal": 2.0}
+    assert rnd.attributes["agent_trace.consensus.outcome"] == "consensus"
