@@ -62,6 +62,7 @@ class AgentMonitor:
         **attrs: Any,
     ) -> Session:
         """Open a session span now; complete it later by id, from any thread or task."""
+        session_id = _key(session_id)
         session = Session(
             task_type, session_id=session_id, agents=agents, complexity=complexity_score, **attrs
         )
@@ -80,6 +81,7 @@ class AgentMonitor:
         self, session_id: str, success: bool, *, outcome: str | None = None, **attrs: Any
     ) -> bool:
         """End the session; returns False when no open session has that id."""
+        session_id = _key(session_id)
         with self._lock:
             entry = self._open.pop(session_id, None)
         if entry is None:
@@ -107,6 +109,14 @@ class AgentMonitor:
         session.set_attribute(A.SESSION_INCOMPLETE, True)
         session.set_outcome("abandoned")
         session._finish(None)
+
+
+def _key(session_id: str) -> str:
+    """The id as the registry holds it: text, whatever was passed (a list would raise)."""
+    # None passes as given: the session then makes a fresh id of its own, as `session()` does.
+    if type(session_id) is str or session_id is None:
+        return session_id
+    return A.name_text(session_id)
 
 
 default_monitor = AgentMonitor()

@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agent_trace import _attributes as A
 from agent_trace import _runtime
-from agent_trace._log import internal_error
+from agent_trace._log import internal_error, warn_once
 
 if TYPE_CHECKING:
     from agent_trace._runtime import Pipeline
@@ -50,6 +50,8 @@ _SPAN_KEY = next(
 )
 # Bound on the walk past ended scopes' contexts (a scope re-entered later could close a loop).
 _MAX_HOPS = 10_000
+# What otel_context.attach() returns with the default (contextvars) runtime context.
+_ContextVarToken = contextvars.Token
 
 
 def active_session() -> Session | None:
@@ -63,9 +65,27 @@ def active_session() -> Session | None:
     return current_session_var.get()
 
 
-def optional_tuple(values: Iterable[Any] | None) -> tuple[Any, ...]:
-    """An optional sequence argument (agents, participants, parties); None means none given."""
-    return () if values is None else tuple(values)
+def optional_tuple(values: Iterable[Any] | str | None) -> tuple[Any, ...]:
+    """An optional list of names (agents, participants, parties); None means none given.
+
+    A lone name counts as a list of one, not as its characters; anything that cannot be read
+    as a list (a number, an iterator that raises) counts as none, logged once.
+    """
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        return (values,)
+    try:
+        return tuple(values)
+    except Exception:
+        warn_once(
+            _log,
+            "optional-tuple",
+            "agent-trace: a list of agent names could not be read from a %s; "
+            "the span records none (pass a list of str)",
+            type(values).__name__,
+        )
+        return ()
 
 
 def _violation_type() -> type[BaseException]:
@@ -85,6 +105,20 @@ class Scope:
     A scope entered again while open is counted, not started twice: its span ends at the last
     exit; an exit without an enter does nothing. Scopes may exit out of order (a session
     before its turn): the context left current is never one whose span has ended.
+
+    A scope exited in another thread or task than the one that entered it still ends and
+    exports its span, but cannot make the entering context current again there (a context
+    variable is reset only where it was set): that is logged once, and the ended span, still
+    current where it was entered, is passed over when later scopes choose their parent.
+
+    Parent choice: a parent that is valid but not recording is either sampled out upstream
+    (its sampled flag is off: the scope reuses it and records nothing, as the parent-based
+    sampler would drop it anyway) or has ended (sampled flag on). Under an ended parent a
+    scope is still started and exported, never skipped: it is parented on the newest
+    agent-trace scope before it that is still open (a tool run after its turn ended lands in
+    the session), else on the ended span itself, which OpenTelemetry allows (a turn opened
+    on a session handle after the session's block ended stays in the session's trace). A
+    session whose agent-trace parents have all ended starts from the context before them.
     """
 
     _op = "agent_trace.span"
@@ -109,7 +143,7 @@ class Scope:
         self._kind = SpanKind.INTERNAL
         self._span: trace.Span = trace.INVALID_SPAN
         self._pipeline: Pipeline | None = None
-        self._token: object | None = None
+        self._token: contextvars.Token[otel_context.Context] | None = None
         self._session_token: contextvars.Token[Session | None] | None = None
         self._start_s = 0.0
         # The process that started the span: a forked child inherits open scopes, and ending
@@ -164,6 +198,30 @@ class Scope:
             return None
         return trace.set_span_in_context(session.span)
 
+    def _past_ended_scopes(
+        self, parent_ctx: otel_context.Context | None
+    ) -> otel_context.Context | None:
+        """The parent context to use instead of one whose agent-trace scope has ended.
+
+        Walks back to the newest scope still open. A scope of a session stays in the trace:
+        when every scope back to the first has ended, it keeps the outermost ended one. A
+        session may leave it, and then starts from the context before them (often a root).
+        """
+        start = otel_context.get_current() if parent_ctx is None else parent_ctx
+        ctx = start
+        for _ in range(_MAX_HOPS):
+            scope: Any = ctx.get(_SCOPE_KEY)
+            if scope is None or not scope._ended or scope._previous is None:
+                break
+            before: otel_context.Context = scope._previous
+            if (
+                self._session is not self
+                and not trace.get_current_span(before).get_span_context().is_valid
+            ):
+                break
+            ctx = before
+        return parent_ctx if ctx is start else ctx
+
     def _common_attributes(self, pipeline: Pipeline) -> dict[str, Any]:
         session = self._session
         attrs = {
@@ -181,14 +239,15 @@ class Scope:
         self._pipeline = pipeline
         parent_ctx = self._parent_context()
         parent = trace.get_current_span(parent_ctx)
-        if (
-            self._session is not self
-            and not parent.is_recording()
-            and parent.get_span_context().is_valid
-        ):
-            # Sampled out upstream: the parent-based sampler would drop us too. Skip the work.
-            self._span = parent
-            return
+        if not parent.is_recording():
+            parent_span_ctx = parent.get_span_context()
+            if parent_span_ctx.trace_flags.sampled:
+                # Sampled in but not recording: ended (or remote). Never skip the work here.
+                parent_ctx = self._past_ended_scopes(parent_ctx)
+            elif parent_span_ctx.is_valid and self._session is not self:
+                # Sampled out upstream: the parent-based sampler would drop us too. Skip the work.
+                self._span = parent
+                return
         if self._convert:
             self._attrs = A.to_attributes(self._attrs)
             self._convert = False
@@ -279,17 +338,34 @@ class Scope:
                 if restored is not None and restored._ended:
                     current_session_var.set(_live_session(restored))
             if token is not None:
-                otel_context.detach(token)  # type: ignore[arg-type]
+                # The token's own reset rather than otel_context.detach(): the same call, but a
+                # token made in another context raises here instead of being logged at ERROR
+                # with a traceback on every such exit.
+                if type(token) is _ContextVarToken:
+                    token.var.reset(token)
+                else:
+                    otel_context.detach(token)
                 # The context restored is the one before this scope. Its scope has ended only
                 # when scopes exited out of order (a session before its turn): never leave an
                 # ended span current, or every later span of the thread becomes its child.
                 stale: Any = None if self._previous is None else self._previous.get(_SCOPE_KEY)
                 if stale is not None and stale._ended:
                     self._leave_ended_scopes()
+        except ValueError:
+            # A context variable is reset only in the context it was set in: this scope was
+            # entered in another thread or task. Its span is ended either way; where it was
+            # entered it stays current, and later scopes there pass over it (see _start).
+            warn_once(
+                _log,
+                "exited-in-another-context",
+                "agent-trace: a %s was exited in another thread or task than the one that "
+                "entered it; its span is exported, but it stays the current span where it was "
+                "entered (agent-trace passes over it, other instrumentations may not). Exit "
+                "each scope where it was entered.",
+                type(self).__name__,
+            )
         except Exception:
-            # Exited in another context than it was entered in (a task handed the scope on):
-            # the span is ended either way, and the context var dies with that task.
-            pass
+            internal_error(_log, f"restoring the context after {type(self).__name__}")
 
     def _leave_ended_scopes(self) -> None:
         """Make current the newest context before this one whose scope is still open."""

@@ -52,6 +52,9 @@ class Session(Scope):
         complexity: float | None = None,
         **attrs: Any,
     ) -> None:
+        if session_id is not None and type(session_id) is not str:
+            # Text, as the conversation id attribute and the monitor's registry need it.
+            session_id = A.name_text(session_id)
         self.session_id = session_id or _new_session_id()
         # The call only for a name that is not a str (a turn's cost is counted in nanoseconds).
         self.task_type = task_type if type(task_type) is str else A.name_text(task_type)
