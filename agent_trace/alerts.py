@@ -5,9 +5,13 @@
   `violation_cooldown_s` further violations of the same type are counted and reported with
   the next event instead of each sending one. (A raised `ConstitutionalViolationError` always
   sends its own error event, fingerprinted the same way.)
-- The compliance rate over a sliding window of `window_s` seconds: when it falls under
-  `compliance_threshold` (with at least `min_checks` checks in the window) one alert is sent;
-  when it is back at or above the threshold, one recovery. Nothing in between.
+- The compliance rate over a sliding window of `window_s` seconds: compliant checks over all
+  checks, as the Prometheus rule `ComplianceRateLow` counts them. A violation counts against
+  it, and so does a check that gave no verdict (result `error`: an exception escaped it, or
+  its returned verdict could not be read), since a check that did not run is no evidence of
+  compliance. When the rate falls under `compliance_threshold` (with at least `min_checks`
+  checks in the window) one alert is sent; when it is back at or above the threshold, one
+  recovery. Nothing in between.
 - Missed performance targets are aggregated per target: at most one event per target every
   `breach_interval_s`, carrying the count and the worst value since the last one.
 
@@ -125,6 +129,7 @@ class AlertPolicy:
         )
 
     def compliance(self, compliant: bool, trace: dict[str, str] | None) -> None:
+        """One finished check: `compliant` is False for a violation and for a check in error."""
         now = self.clock()
         with self._lock:
             self._checks.append((now, compliant))

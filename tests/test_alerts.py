@@ -129,6 +129,28 @@ def test_model_feeds_the_policy_through_configure() -> None:
     assert recorder.events[0]["contexts"]["trace"]["trace_id"] == s.trace_id
 
 
+class _CheckFailed(Exception):
+    pass
+
+
+def test_checks_without_a_verdict_count_against_the_compliance_rate() -> None:
+    @agent_trace.track_constitutional_compliance(policy="privacy")
+    def check(verdict: object) -> object:
+        return verdict
+
+    p, recorder, _ = policy(min_checks=4)
+    with capture_spans(alert_policy=p), agent_trace.session("review") as s:
+        check(True)
+        check(True)
+        check("false")  # unreadable: no verdict
+        with pytest.raises(_CheckFailed), s.policy_check("privacy"):
+            raise _CheckFailed("policy service down")
+
+    # Two compliant of four, as the Prometheus rule counts result=error against the rate.
+    assert recorder.messages() == ["Compliance rate 50.0 % is under 97.0 % (4 checks, 300 s)"]
+    assert recorder.events[0]["contexts"]["trace"]["trace_id"] == s.trace_id
+
+
 @pytest.mark.integration
 def test_alert_events_reach_sentry_grouped_and_linked(spotlight: Spotlight) -> None:
     agent_trace.configure(

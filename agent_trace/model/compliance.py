@@ -1,4 +1,19 @@
-"""Constitutional checks, violations, and `@track_constitutional_compliance`."""
+"""Constitutional checks, violations, and `@track_constitutional_compliance`.
+
+A check ends with one result: `agent_trace.compliance.result` on its span, and the `result`
+label of the `agent_trace.compliance.checks` metric.
+
+- `compliant`: it passed (`passed()`, a `policy_check` block that ends without a verdict, or a
+  decorated check that returned True).
+- `violation`: it found a violation (`violation(...)`, a decorated check that returned False,
+  or a `ConstitutionalViolationError` raised through it).
+- `error`: it gave no verdict. Either an exception escaped it, or a decorated check returned
+  something that is not a verdict: only a bool is one (as the return value, or as the
+  `compliant` field), so `"false"`, `0`, `{"compliant": "no"}` and None are not read as
+  either answer. The span is ERROR, with `error.type` the exception's type or
+  `unreadable_verdict`. An error is never counted as compliant: it lowers the compliance rate
+  as a violation does, in the built-in alert policy and in the Prometheus rule alike.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +23,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast, overload
 
+from opentelemetry.trace import Status, StatusCode
+
 from agent_trace import _attributes as A
-from agent_trace._log import internal_error
+from agent_trace._log import internal_error, warn_once
 from agent_trace.model._scope import Scope, active_session
 
 __all__ = [
@@ -130,8 +147,9 @@ class PolicyCheck(Scope):
     """A constitutional check: span `policy_check {policy}`.
 
     Finding a violation is a successful check: call `violation(...)` and the span records
-    `agent_trace.compliance.result=violation` with status unset. Only an exception escaping the
-    block makes the span ERROR.
+    `agent_trace.compliance.result=violation` with status unset. Only a check that gives no
+    verdict makes the span ERROR: an exception escaping the block, or a decorated check whose
+    returned verdict cannot be read (see the module's docstring).
     """
 
     _op = "agent_trace.compliance.check"
@@ -166,6 +184,26 @@ class PolicyCheck(Scope):
             if pipeline.alerts is not None:
                 pipeline.alerts.violation(violation_type, severity, _trace_of(self))
 
+    def _unreadable_verdict(self, got: str) -> None:
+        """A decorated check returned no verdict: an error, never a pass."""
+        # Set first: whatever fails below, _on_exit must not take the check for passed.
+        self.result = "error"
+        warn_once(
+            _log,
+            "compliance.unreadable_verdict:" + self.policy,
+            "agent-trace: policy check %s returned %s, not a bool verdict; it is recorded as "
+            "result=error (never compliant). Fix: return True/False, or a dict/object whose "
+            "`compliant` is True/False",
+            self.policy,
+            got,
+        )
+        if not self._span.is_recording():
+            return
+        self._span.set_attributes(
+            {A.COMPLIANCE + "result": "error", A.ERROR_TYPE: "unreadable_verdict"}
+        )
+        self._span.set_status(Status(StatusCode.ERROR, f"unreadable compliance verdict: {got}"))
+
     def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:
         if self.result is None:
             if isinstance(exc, ConstitutionalViolationError):
@@ -180,11 +218,18 @@ class PolicyCheck(Scope):
             pipeline.metrics.compliance_checks.add(
                 1, {"policy": self.policy, "result": self.result}
             )
-            # A raised violation already fed the alert policy in report_violation.
-            if pipeline.alerts is not None and self.result == "compliant":
-                pipeline.alerts.compliance(True, _trace_of(self))
-            elif pipeline.alerts is not None and self.result == "violation" and exc is None:
-                pipeline.alerts.compliance(False, _trace_of(self))
+            alerts = pipeline.alerts
+            if alerts is None:
+                return
+            if self.result == "compliant":
+                alerts.compliance(True, _trace_of(self))
+            elif self.result == "error":
+                # No verdict is no evidence of compliance: counted against the rate, as the
+                # Prometheus rule counts it (compliant checks over all checks).
+                alerts.compliance(False, _trace_of(self))
+            elif self.result == "violation" and exc is None:
+                # A raised violation already fed the alert policy in report_violation.
+                alerts.compliance(False, _trace_of(self))
 
 
 def policy_check(policy: str, **attrs: Any) -> PolicyCheck:
@@ -192,34 +237,52 @@ def policy_check(policy: str, **attrs: Any) -> PolicyCheck:
     return PolicyCheck(active_session(), policy, **attrs)
 
 
+def _as_verdict(value: Any) -> bool | None:
+    """`value` as a verdict, or None: only a bool answers ("false", 0 or "no" are no answer)."""
+    # Guessing at text or numbers would turn a typo into a pass; the caller logs the fix.
+    return value if isinstance(value, bool) else None
+
+
+def _kind(value: Any) -> str:
+    """What a value is, for a message that must not show its content."""
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
 def _apply_result(check: PolicyCheck, result: Any) -> None:
     """Read the check's verdict from the return value, as documented on the decorator."""
-    compliant: Any
-    if isinstance(result, bool):
-        compliant = result
-    else:
-        getter: Callable[[str], Any]
-        if isinstance(result, Mapping):
-            getter = result.get
-        else:
-
-            def getter(name: str) -> Any:
-                return getattr(result, name, None)
-
-        compliant = getter("compliant")
-        if compliant is None:
-            compliant = getter("is_compliant")
-        if compliant is False:
-            check.violation(
-                str(getter("violation_type") or "unspecified"),
-                str(getter("severity") or "high"),
-                enforcement=str(getter("enforcement") or "block"),
-            )
-            return
+    compliant = _as_verdict(result)
     if compliant is True:
         check.passed()
-    elif compliant is False:
+        return
+    if compliant is False:
         check.violation("unspecified")
+        return
+
+    getter: Callable[[str], Any]
+    if isinstance(result, Mapping):
+        getter = result.get
+    else:
+
+        def getter(name: str) -> Any:
+            return getattr(result, name, None)
+
+    field = getter("compliant")
+    if field is None:
+        field = getter("is_compliant")
+    compliant = _as_verdict(field)
+    if compliant is None:
+        got = _kind(result)
+        if field is not None:
+            got += f" whose `compliant` is {_kind(field)}"
+        check._unreadable_verdict(got)
+    elif compliant:
+        check.passed()
+    else:
+        check.violation(
+            A.name_text(getter("violation_type") or "unspecified"),
+            A.name_text(getter("severity") or "high"),
+            enforcement=A.name_text(getter("enforcement") or "block"),
+        )
 
 
 @overload
@@ -238,7 +301,9 @@ def track_constitutional_compliance(
     Usable bare or with `policy=` (default: the function's name). The verdict is read from the
     return value: a bool, or a dict/object with `compliant` (or `is_compliant`) and optionally
     `violation_type`, `severity`, `enforcement`. A raised `ConstitutionalViolationError`
-    records the violation and propagates. The return value and exceptions are unchanged.
+    records the violation and propagates. Any other return value (`"false"`, `0`, None, a
+    `compliant` that is not a bool) is no verdict: the check is recorded as
+    `result=error`, never as compliant. The return value and exceptions are unchanged.
 
     Example:
         >>> @agent_trace.track_constitutional_compliance(policy="privacy")
@@ -255,6 +320,13 @@ def track_constitutional_compliance(
                 _apply_result(check, result)
             except Exception:
                 internal_error(_log, "reading a compliance result")
+            if check.result is None:
+                # Reading the verdict raised (a property of the result, say): no pass either.
+                try:
+                    check._unreadable_verdict("a value whose verdict raised when read")
+                except Exception:
+                    check.result = "error"
+                    internal_error(_log, "recording an unreadable compliance result")
 
         if inspect.iscoroutinefunction(func):
 

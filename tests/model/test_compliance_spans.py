@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 import agent_trace
-from agent_trace import ConstitutionalViolationError
+from agent_trace import ConstitutionalViolationError, _log
 from agent_trace.testing import CapturedSpans, capture_spans
 
 HASH = "cdd01ef066bc6cf2"
@@ -323,3 +324,136 @@ def test_violation_in_a_sampled_out_trace_is_still_counted() -> None:
         assert captured.metrics()["agent_trace.violations"] == [
             ({"violation_type": "privacy", "severity": "low"}, 1)
         ]
+
+
+# -- verdicts that cannot be read ------------------------------------------------------------
+
+
+@dataclass
+class LooseVerdict:
+    compliant: Any
+
+
+class RaisingVerdict:
+    @property
+    def compliant(self) -> bool:
+        raise RuntimeError("verdict service down")
+
+
+UNREADABLE: dict[str, Any] = {
+    "text 'false'": "false",
+    "text 'true'": "true",
+    "zero": 0,
+    "one": 1,
+    "None": None,
+    "dict with compliant 'no'": {"compliant": "no"},
+    "dict with compliant 1": {"compliant": 1},
+    "dict without compliant": {"violation_type": "pii"},
+    "object with compliant 'yes'": LooseVerdict("yes"),
+}
+
+
+@pytest.mark.parametrize("verdict", UNREADABLE.values(), ids=list(UNREADABLE))
+def test_a_verdict_that_is_not_a_bool_is_an_error_never_compliant(
+    spans: CapturedSpans, verdict: Any
+) -> None:
+    @agent_trace.track_constitutional_compliance(policy="privacy")
+    def check() -> Any:
+        return verdict
+
+    with agent_trace.session("review"):
+        assert check() is verdict
+
+    span = spans.one("policy_check privacy")
+    assert span.attributes["agent_trace.compliance.result"] == "error"
+    assert span.attributes["error.type"] == "unreadable_verdict"
+    assert span.status.status_code is StatusCode.ERROR
+    assert spans.metrics()["agent_trace.compliance.checks"] == [
+        ({"policy": "privacy", "result": "error"}, 1)
+    ]
+
+
+def test_an_unreadable_verdict_is_logged_once_with_the_fix(
+    spans: CapturedSpans, caplog: pytest.LogCaptureFixture
+) -> None:
+    @agent_trace.track_constitutional_compliance(policy="privacy")
+    def check() -> Any:
+        return {"compliant": "no"}
+
+    _log._reset_for_tests()
+    with caplog.at_level(logging.WARNING, logger="agent_trace"), agent_trace.session("review"):
+        for _ in range(3):
+            check()
+    _log._reset_for_tests()
+
+    [message] = [r.getMessage() for r in caplog.records if r.name.startswith("agent_trace")]
+    assert "policy check privacy returned a dict whose `compliant` is a str" in message
+    assert "Fix: return True/False" in message
+    assert spans.metrics()["agent_trace.compliance.checks"] == [
+        ({"policy": "privacy", "result": "error"}, 3)
+    ]
+
+
+def test_a_verdict_that_raises_when_read_is_an_error(spans: CapturedSpans) -> None:
+    verdict = RaisingVerdict()
+
+    @agent_trace.track_constitutional_compliance(policy="privacy")
+    def check() -> Any:
+        return verdict
+
+    with agent_trace.session("review"):
+        assert check() is verdict
+
+    span = spans.one("policy_check privacy")
+    assert span.attributes["agent_trace.compliance.result"] == "error"
+    assert span.status.status_code is StatusCode.ERROR
+
+
+def test_an_unreadable_verdict_of_a_sampled_out_check_is_still_counted_as_an_error() -> None:
+    @agent_trace.track_constitutional_compliance(policy="privacy")
+    def check() -> Any:
+        return "false"
+
+    with capture_spans(sample_rate=0.0) as captured:
+        with agent_trace.session("review"):
+            check()
+
+        assert captured.spans == []
+        assert captured.metrics()["agent_trace.compliance.checks"] == [
+            ({"policy": "privacy", "result": "error"}, 1)
+        ]
+
+
+def test_is_compliant_is_read_when_compliant_is_missing(spans: CapturedSpans) -> None:
+    @agent_trace.track_constitutional_compliance(policy="privacy")
+    def check(ok: bool) -> Any:
+        return {"is_compliant": ok, "violation_type": "pii"}
+
+    with agent_trace.session("review"):
+        check(True)
+        check(False)
+
+    results = sorted(
+        s.attributes["agent_trace.compliance.result"] for s in spans.find("policy_check privacy")
+    )
+    assert results == ["compliant", "violation"]
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    __repr__ = __str__
+
+
+def test_a_violation_type_that_cannot_be_shown_keeps_the_violation(spans: CapturedSpans) -> None:
+    @agent_trace.track_constitutional_compliance(policy="privacy")
+    def check() -> Any:
+        return {"compliant": False, "violation_type": Unprintable()}
+
+    with agent_trace.session("review"):
+        check()
+
+    span = spans.one("policy_check privacy")
+    assert span.attributes["agent_trace.compliance.result"] == "violation"
+    assert span.status.status_code is StatusCode.UNSET
