@@ -482,7 +482,9 @@ class ReportBuilder:
         """The report as one JSON-ready object (the shape `--json` prints)."""
         compliant = self.check_results.get("compliant", 0)
         violating = self.check_results.get("violation", 0)
-        judged = compliant + violating
+        # A check that gave no verdict (an error) counts against the rate, as in the
+        # Prometheus rule and the built-in alert policy: it is never taken for compliant.
+        judged = compliant + violating + self.check_results.get("error", 0)
 
         # Sessions whose root span is not in the file are judged on the rounds seen.
         reached = self.agreement.copy()

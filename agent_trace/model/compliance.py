@@ -4,13 +4,14 @@ A check ends with one result: `agent_trace.compliance.result` on its span, and t
 label of the `agent_trace.compliance.checks` metric.
 
 - `compliant`: it passed (`passed()`, a `policy_check` block that ends without a verdict, or a
-  decorated check that returned True).
+  decorated check that returned True, or returned None: the style of check that raises
+  `ConstitutionalViolationError` on a violation and returns nothing otherwise).
 - `violation`: it found a violation (`violation(...)`, a decorated check that returned False,
   or a `ConstitutionalViolationError` raised through it).
 - `error`: it gave no verdict. Either an exception escaped it, or a decorated check returned
   something that is not a verdict: only a bool is one (as the return value, or as the
-  `compliant` field), so `"false"`, `0`, `{"compliant": "no"}` and None are not read as
-  either answer. The span is ERROR, with `error.type` the exception's type or
+  `compliant` field), so `"false"`, `0` and `{"compliant": "no"}` are not read as either
+  answer. The span is ERROR, with `error.type` the exception's type or
   `unreadable_verdict`. An error is never counted as compliant: it lowers the compliance rate
   as a violation does, in the built-in alert policy and in the Prometheus rule alike.
 """
@@ -251,7 +252,8 @@ def _kind(value: Any) -> str:
 def _apply_result(check: PolicyCheck, result: Any) -> None:
     """Read the check's verdict from the return value, as documented on the decorator."""
     compliant = _as_verdict(result)
-    if compliant is True:
+    if compliant is True or result is None:
+        # None: a check that raises on a violation returned normally, so it found none.
         check.passed()
         return
     if compliant is False:

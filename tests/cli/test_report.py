@@ -112,7 +112,7 @@ def end(span: Span) -> int:
 # --- the figures ---
 
 
-def test_compliance_rate_is_compliant_over_compliant_plus_violations(
+def test_compliance_rate_is_compliant_over_every_check_with_a_result(
     spans: list[Span], summary: dict[str, Any]
 ) -> None:
     results = Counter(attr(s, "agent_trace.compliance.result") for s in of_kind(spans, "policy_"))
@@ -120,9 +120,31 @@ def test_compliance_rate_is_compliant_over_compliant_plus_violations(
     compliance = summary["compliance"]
     assert compliance["compliant"] == results["compliant"]
     assert compliance["violation"] == results["violation"] > 0
+    assert compliance["error"] == results["error"]
+    # Errors (no verdict) count against the rate, as in the alert rules.
     assert compliance["rate"] == pytest.approx(
-        results["compliant"] / (results["compliant"] + results["violation"])
+        results["compliant"] / (results["compliant"] + results["violation"] + results["error"])
     )
+
+
+def test_a_check_without_a_verdict_counts_against_the_rate(tmp_path: Path) -> None:
+    trace = "ab" * 16
+    checks = [
+        Span(trace, f"{i + 1:016x}", None, "policy_check privacy", 10 * i, 10 * i + 5, attrs)
+        for i, attrs in enumerate(
+            [
+                {"sentry.op": "agent_trace.compliance.check", "agent_trace.compliance.result": r}
+                for r in ("compliant", "compliant", "violation", "error")
+            ]
+        )
+    ]
+    path = tmp_path / "traces.jsonl"
+    write_trace_file(path, checks)
+
+    compliance = report.summarize(path).summary(str(path))["compliance"]
+
+    assert (compliance["compliant"], compliance["violation"], compliance["error"]) == (2, 1, 1)
+    assert compliance["rate"] == pytest.approx(2 / 4)
 
 
 def test_violations_are_counted_by_type_and_severity(

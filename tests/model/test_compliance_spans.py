@@ -345,12 +345,30 @@ UNREADABLE: dict[str, Any] = {
     "text 'true'": "true",
     "zero": 0,
     "one": 1,
-    "None": None,
     "dict with compliant 'no'": {"compliant": "no"},
     "dict with compliant 1": {"compliant": 1},
     "dict without compliant": {"violation_type": "pii"},
     "object with compliant 'yes'": LooseVerdict("yes"),
 }
+
+
+def test_a_check_that_raises_on_violations_and_returns_nothing_passes(
+    spans: CapturedSpans,
+) -> None:
+    @agent_trace.track_constitutional_compliance(policy="privacy")
+    def check(text: str) -> None:
+        if "ssn" in text:
+            raise agent_trace.ConstitutionalViolationError("pii found", "pii")
+
+    with agent_trace.session("review"):
+        check("a harmless proposal")
+        with pytest.raises(agent_trace.ConstitutionalViolationError):
+            check("a proposal with an ssn")
+
+    results = sorted(
+        s.attributes["agent_trace.compliance.result"] for s in spans.find("policy_check privacy")
+    )
+    assert results == ["compliant", "violation"]
 
 
 @pytest.mark.parametrize("verdict", UNREADABLE.values(), ids=list(UNREADABLE))
