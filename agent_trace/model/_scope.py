@@ -242,9 +242,9 @@ class Scope:
         if not parent.is_recording():
             parent_span_ctx = parent.get_span_context()
             if parent_span_ctx.trace_flags.sampled:
-                # Sampled in but not recording: ended (or remote). Never skip the work here.
+                # Sampled in, yet not recording: ended (or remote). Started all the same.
                 parent_ctx = self._past_ended_scopes(parent_ctx)
-            elif parent_span_ctx.is_valid and self._session is not self:
+            elif self._session is not self and parent_span_ctx.is_valid:
                 # Sampled out upstream: the parent-based sampler would drop us too. Skip the work.
                 self._span = parent
                 return
