@@ -6,10 +6,12 @@ What is scrubbed (the value is replaced by `[REDACTED]` or the match inside it b
 - attributes whose key names a secret (password, token, secret, api key, authorization,
   cookie, credential, private key, session key);
 - inside any string value and exception message: credentials in URLs (`user:pass@`), secret
-  query parameters (`token=`, `sig=`, `key=`, `password=`...), bearer/basic authorization
-  values, API-key shaped tokens (`sk-...`, `ghp_...`, `AKIA...`, JWTs), e-mail addresses;
+  query parameters (`token=`, `sig=`, `key=`, `password=`...), session ids in URLs
+  (`;jsessionid=`), bearer/basic authorization values, `password=...` assignments (also as
+  JSON text or a dict's repr), API-key shaped tokens (`sk-...`, `ghp_...`, `AKIA...`, JWTs),
+  e-mail addresses;
 - content attributes (vote rationales, message content, tool arguments) unless content
-  capture is on.
+  capture is on, and exception messages and notes (in stack traces too).
 
 Two steps of the attribute rule (see `agent_trace._attributes`) are applied here too, because
 this is the one place every span passes on its way to any sink, the raw OpenTelemetry API's
@@ -112,13 +114,26 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
         r"\1 [REDACTED]",
     ),
     (
+        # A session id in a URL's path parameters (`/cart;jsessionid=...`) or its query: it
+        # stands for a logged-in session. It ends where the path or the query goes on. The
+        # separator is matched, not looked behind for: the scan then skips to it at C speed.
+        "session_id",
+        re.compile(r"(?i)([?&;](?:jsessionid|phpsessid|sessionid|session_id)=)[^;/?&#\s]*"),
+        r"\1[REDACTED]",
+    ),
+    (
         "assignment",
         re.compile(
             # No \b before the name: `client_secret=` and `refresh_token=` are assignments too.
-            r"(?i)(?<![A-Za-z0-9])(password|passwd|pwd|secret|api[_-]?key|token)"
-            r"\s*[:=]\s*['\"]?[^\s'\",;]{3,}"
+            # The name may close a quote (JSON text, a dict's repr, JSON inside JSON with `\"`);
+            # a quoted value is replaced whole, spaces and escaped quotes included, and keeps
+            # its quotes so the text stays what it was. A quote never closed (text cut short)
+            # falls back to the unquoted form.
+            r"(?i)(?<![A-Za-z0-9])((?:password|passwd|pwd|secret|api[_-]?key|token)"
+            r"(?:\\?['\"])?\s*[:=]\s*)"
+            r"(?:[bB]?(\\?['\"])(?:(?!\2)[^\\\n]|\\.)+?\2|['\"]?[^\s'\",;]{3,})"
         ),
-        r"\1=[REDACTED]",
+        r"\1\2[REDACTED]\2",
     ),
     (
         "api_key",
@@ -146,15 +161,25 @@ def scrub_text(text: str) -> str:
     return text
 
 
-# Lines of a formatted traceback that belong to its layout, not to any exception's text.
+# Lines of a formatted traceback that belong to its layout, not to any exception's text (inside
+# an exception group: once the group's margin is taken off).
 _CHAIN_LINES = frozenset(
     {
         "Traceback (most recent call last):",
+        "Exception Group Traceback (most recent call last):",
         "The above exception was the direct cause of the following exception:",
         "During handling of the above exception, another exception occurred:",
     }
 )
+_GROUP_LINES = re.compile(r"and \d+ more exceptions?|\.\.\. \(max_group_depth is \d+\)")
 _EXCEPTION_HEADER = re.compile(r"([\w.]+)(:.*)?")
+# An exception group's traceback puts a margin before each of its lines: two spaces a level of
+# nesting, then `| ` (`+ ` on the first line of the outermost group).
+_GROUP_MARGIN = re.compile(r"((?:  )+)([|+])(?: |$)")
+# The lines around a group's members: `+-+---- 1 ----` before the first, `+---- 2 ----` before
+# the next (`...` past the group's width), `+--------` after the last. Their last `+` stands in
+# the column of the members' margin.
+_GROUP_SEPARATOR = re.compile(r" *(?:\+-)?\+-+( (?:\d+|\.\.\.) -+)?")
 
 
 def _without_exception_text(stack: str) -> str:
@@ -162,31 +187,72 @@ def _without_exception_text(stack: str) -> str:
 
     Frames are indented, so a line at column 0 that is not part of the layout is an
     exception's `Type: message` line, or a continuation of its message, or a note: the type
-    is kept, the rest is replaced. Replacing only these lines keeps the frames readable when a
-    message is as short as one letter.
+    is kept, the rest is replaced up to the next part of the layout. Replacing only these lines
+    keeps the frames readable when a message is as short as one letter.
+
+    Inside an exception group, column 0 is the one after the group's margin (`  | `). The
+    margin is followed level by level through the separators between members, so that a
+    frame's source line starting with `|` or `+` is not taken for a margin.
     """
     out: list[str] = []
+    # Blank lines inside an exception's text are held back: they are the text's own unless a
+    # part of the layout follows.
+    held: list[str] = []
     in_text = False
+    depth = 0  # the group level of the current line; 0 outside any group
+    previous = ""
     for line in stack.split("\n"):
-        if not line or line in _CHAIN_LINES:
-            in_text = False
+        starts_exception, previous = not previous, line
+        separator = _GROUP_SEPARATOR.fullmatch(line)
+        if separator is not None:
+            # A numbered separator opens a member one level in; the closing one ends a group.
+            depth = line.rindex("+") // 2 - (separator.group(1) is None)
+            out.extend(held)
             out.append(line)
+            held, in_text = [], False
+            continue
+
+        margin = ""
+        found = _GROUP_MARGIN.match(line)
+        if found is not None:
+            level = len(found.group(1)) // 2
+            text = line[found.end() :]
+            if found.group(2) == "+":
+                # Only the outermost group's first line carries `+`.
+                accepted = level == 1 and text in _CHAIN_LINES
+            else:
+                # Lines never go in by a level without a separator, except where an outermost
+                # group without a traceback of its own starts.
+                accepted = level <= depth or (level == 1 and starts_exception and not in_text)
+            if accepted:
+                margin, depth = line[: found.end()], level
+        text = line[len(margin) :]
+
+        if not text:
+            (held if in_text else out).append(line)
+            continue
+        if text in _CHAIN_LINES or _GROUP_LINES.fullmatch(text):
+            out.extend(held)
+            out.append(line)
+            held, in_text = [], False
             continue
         if in_text:
-            # A message's further lines (indented or not) and the notes run until the blank
-            # line before the next part of the chain: one placeholder stands for them all.
+            # A message's further lines (indented or not), blank lines and notes run until the
+            # next part of the layout: one placeholder stands for them all.
+            held = []
             continue
-        if line[0].isspace():
+        if text[0].isspace():
             out.append(line)
             continue
         in_text = True
-        header = _EXCEPTION_HEADER.fullmatch(line)
+        header = _EXCEPTION_HEADER.fullmatch(text)
         if header is None:
-            out.append(CONTENT_PLACEHOLDER)
+            out.append(margin + CONTENT_PLACEHOLDER)
         elif header.group(2):
-            out.append(f"{header.group(1)}: {CONTENT_PLACEHOLDER}")
+            out.append(f"{margin}{header.group(1)}: {CONTENT_PLACEHOLDER}")
         else:
             out.append(line)
+    out.extend(held)
     return "\n".join(out)
 
 

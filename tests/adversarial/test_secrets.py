@@ -8,6 +8,8 @@ for Sentry (both recorders on 127.0.0.1, started by the test).
 from __future__ import annotations
 
 import contextlib
+import json
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +200,10 @@ VALUES = {
     "aws signed url": f"https://127.0.0.1/o?X-Amz-Date=1&X-Amz-Signature={SECRET}",
     "client_secret assignment": f"client_secret={SECRET}",
     "refresh_token assignment": f"refresh_token={SECRET}",
+    "JSON text": json.dumps({"user": "bob", "password": f"two words {SECRET}"}),
+    "a dict's repr": repr({"api_key": f"{SECRET} x", "user": "bob"}),
+    "JSON inside JSON": json.dumps({"arguments": json.dumps({"token": f"a {SECRET}"})}),
+    "session id in a path parameter": f"https://127.0.0.1/cart;jsessionid={SECRET}?item=1",
 }
 
 
@@ -229,7 +235,32 @@ def _noted() -> None:
         raise error
 
 
-@pytest.mark.parametrize("attack", [_chained, _implicit, _noted], ids=["cause", "context", "note"])
+def _grouped() -> None:
+    with agent_trace.session("review"):
+        try:
+            raise KeyError(f"proposal {SECRET}")
+        except KeyError as cause:
+            member = ValueError(f"member {SECRET}")
+            member.add_note(f"while reading {SECRET}")
+            member.__cause__ = cause
+            group = ExceptionGroup  # noqa: F821 - a builtin from Python 3.11 (skipped before)
+            inner = group(f"inner {SECRET}", [member, TypeError(SECRET)])
+            raise group(f"review failed {SECRET}", [inner, OSError(SECRET)]) from None
+
+
+CHAINS = [
+    pytest.param(_chained, id="cause"),
+    pytest.param(_implicit, id="context"),
+    pytest.param(_noted, id="note"),
+    pytest.param(
+        _grouped,
+        id="nested exception groups",
+        marks=pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups: 3.11+"),
+    ),
+]
+
+
+@pytest.mark.parametrize("attack", CHAINS)
 def test_exception_chain_messages_never_leave_without_content_capture(
     export: Callable[..., Exported], attack: Attack
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,6 +107,58 @@ def test_secrets_inside_values_are_redacted(
     assert leaked not in attrs["agent_trace.note"]
     assert kept in attrs["agent_trace.note"]
     assert list(attrs["agent_trace.scrubbed"]) == ["agent_trace.note"]
+
+
+SERIALISED = {
+    "json": ('{"password": "correct horse battery", "user": "bob"}', "correct horse battery"),
+    "json without spaces": ('{"api_key":"k3y-Value-123","n":1}', "k3y-Value-123"),
+    "dict repr": ("{'client_secret': 'it is s3cret', 'user': 'bob'}", "it is s3cret"),
+    "bytes in a dict repr": ("{'token': b'raw-t0ken-bytes'}", "raw-t0ken-bytes"),
+    "escaped quote inside": ('{"password": "a\\"quoted\\" pass"}', "quoted"),
+    "json inside json": ('{"args": "{\\"password\\": \\"two words\\"}"}', "two words"),
+}
+
+
+@pytest.mark.parametrize(("text", "secret"), SERIALISED.values(), ids=list(SERIALISED))
+def test_secrets_in_serialised_mappings_are_redacted_whole(
+    spans: CapturedSpans, text: str, secret: str
+) -> None:
+    attrs = recorded(spans, **{"agent_trace.tool.arguments": text})
+
+    scrubbed = attrs["agent_trace.tool.arguments"]
+    assert secret not in scrubbed
+    assert "[REDACTED]" in scrubbed
+    assert list(attrs["agent_trace.scrubbed"]) == ["agent_trace.tool.arguments"]
+
+
+def test_json_text_stays_json_after_scrubbing(spans: CapturedSpans) -> None:
+    text = json.dumps({"password": 'pa"ss word', "user": "bob", "max_tokens": 5})
+
+    attrs = recorded(spans, **{"agent_trace.tool.arguments": text})
+
+    assert json.loads(attrs["agent_trace.tool.arguments"]) == {
+        "password": REDACTED,
+        "user": "bob",
+        "max_tokens": 5,
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("https://shop.example.invalid/cart;jsessionid=A1B2C3D4E5.node7?item=1", "?item=1"),
+        ("https://shop.example.invalid/cart;JSESSIONID=A1B2C3D4E5.node7", "/cart;JSESSIONID="),
+        ("https://shop.example.invalid/a;jsessionid=A1B2C3D4E5.node7/b", "/b"),
+        ("https://shop.example.invalid/index.php?PHPSESSID=A1B2C3D4E5.node7&page=2", "&page=2"),
+    ],
+    ids=["path-parameter", "upper-case", "path-goes-on", "php-query"],
+)
+def test_session_ids_in_urls_are_redacted(spans: CapturedSpans, url: str, kept: str) -> None:
+    attrs = recorded(spans, **{"url.full": url})
+
+    assert "A1B2C3D4E5" not in attrs["url.full"]
+    assert kept in attrs["url.full"]
+    assert "shop.example.invalid" in attrs["url.full"]
 
 
 def test_secrets_inside_string_arrays_are_redacted(spans: CapturedSpans) -> None:
