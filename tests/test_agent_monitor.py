@@ -67,3 +67,15 @@ async def _start(monitor: AgentMonitor) -> None:
 
 async def _complete(monitor: AgentMonitor) -> None:
     assert monitor.complete_coordination_session("t", success=True)
+
+
+def test_the_monitor_completes_a_session_started_with_an_unhashable_id(
+    agent_trace_spans: CapturedSpans,
+) -> None:
+    monitor = AgentMonitor()
+    monitor.start_coordination_session(["s-1"], "review")  # type: ignore[arg-type]
+
+    assert monitor.complete_coordination_session(["s-1"], success=True)  # type: ignore[arg-type]
+    span = agent_trace_spans.one("invoke_workflow review")
+    assert (span.attributes or {})["gen_ai.conversation.id"] == "['s-1']"
+    assert monitor.open_sessions == 0

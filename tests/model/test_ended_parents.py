@@ -1,4 +1,4 @@
-"""Spans whose parent has ended, and scopes exited in another thread or task than they entered.
+"""Spans whose parent has ended, scopes exited in another thread or task, lists of names.
 
 A parent that is valid but not recording has either been sampled out upstream (nothing under
 it is recorded) or has ended: work under an ended parent is still exported, on the newest
@@ -25,7 +25,6 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import agent_trace
 from agent_trace import _log
-from agent_trace.agent_monitor import AgentMonitor
 from agent_trace.testing import CapturedSpans, capture_spans
 
 T = TypeVar("T")
@@ -256,15 +255,3 @@ def test_an_agent_list_that_is_no_list_records_none_and_warns_once(
     )
     [warning] = _loud(warnings)
     assert "int" in warning.getMessage()
-
-
-def test_the_monitor_completes_a_session_started_with_an_unhashable_id(
-    spans: CapturedSpans,
-) -> None:
-    monitor = AgentMonitor()
-    monitor.start_coordination_session(["s-1"], "review")  # type: ignore[arg-type]
-
-    assert monitor.complete_coordination_session(["s-1"], success=True)  # type: ignore[arg-type]
-    span = spans.one("invoke_workflow review")
-    assert (span.attributes or {})["gen_ai.conversation.id"] == "['s-1']"
-    assert monitor.open_sessions == 0
