@@ -285,7 +285,7 @@ def session(
     Args:
         task_type: what kind of coordination this is (low cardinality: it names the span).
         session_id: your id for the session; a random one is made when omitted.
-        agents: the agents taking part.
+        agents: the agents taking part (a lone name counts as a list of one).
         complexity: a score of your own, recorded as `agent_trace.session.complexity`.
         **attrs: extra attributes; a bare key `k` becomes `agent_trace.session.k`.
     """
@@ -321,7 +321,9 @@ def with_current_context(fn: Callable[P, R]) -> Callable[P, R]:
     """Wrap `fn` to run in the caller's current context (span and session), wherever it runs.
 
     Thread pools and `loop.run_in_executor` do not carry context variables into their threads;
-    a tool call handed to them would start a trace of its own. Wrap it at the hand-over:
+    a tool call handed to them would start a trace of its own. Wrap it at the hand-over. When
+    `fn` runs after the turn has ended, what it opens lands under the newest scope still open
+    (the session), or under the ended span when none is: it is exported either way.
 
     Example:
         >>> with session.turn("ops"):
