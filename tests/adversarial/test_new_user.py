@@ -47,12 +47,6 @@ def _drops() -> int:
     return sum(agent_trace.dropped_spans().values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/model/_scope.py Scope._start: the ended session span is valid but no "
-    "longer recording, so it is taken for a sampled-out parent and reused; the turn is neither "
-    "started nor counted in dropped_spans()",
-)
 def test_a_turn_opened_on_an_ended_session_is_exported_or_counted() -> None:
     def attack() -> tuple[int, int]:
         with captured() as spans:
@@ -68,12 +62,6 @@ def test_a_turn_opened_on_an_ended_session_is_exported_or_counted() -> None:
     assert exported == 1 or dropped >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/model/_scope.py Scope._start: a callable wrapped by "
-    "with_current_context and run after its turn ended finds the ended turn current, takes it "
-    "for a sampled-out parent and skips its check; nothing is exported or counted",
-)
 def test_a_wrapped_tool_that_outlives_its_turn_is_exported_or_counted() -> None:
     def tool() -> None:
         with agent_trace.policy_check("late_tool"):
@@ -114,11 +102,6 @@ def test_reconfiguring_while_a_session_is_open_counts_what_it_loses(tmp_path: Pa
 # -- consensus arithmetic -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/model/consensus.py ConsensusRound.__init__ keeps `quorum` as given and "
-    "conclude() compares `cast_total < self.quorum` outside any guard: TypeError escapes",
-)
 def test_a_quorum_given_as_text_does_not_raise_from_conclude() -> None:
     def attack() -> agent_trace.RoundResult:
         with captured(), agent_trace.session("review") as session:
@@ -130,12 +113,6 @@ def test_a_quorum_given_as_text_does_not_raise_from_conclude() -> None:
     assert result.votes_for == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/model/consensus.py _finite_weight accepts negative weights and conclude() "
-    "divides by for+against weights, so approve 2.0 and reject -1.0 give agreement 2.0 and a "
-    "consensus",
-)
 def test_a_negative_vote_weight_cannot_push_agreement_above_one() -> None:
     def attack() -> agent_trace.RoundResult:
         with captured(), agent_trace.session("review") as session:
@@ -181,12 +158,6 @@ NOT_ITERABLE: dict[str, Callable[[], Any]] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/model/_scope.py optional_tuple calls tuple(values) in the Session, "
-    "ConsensusRound and ConflictResolution constructors, outside any guard: an int raises "
-    "TypeError into the traced program",
-)
 @pytest.mark.parametrize("open_scope", NOT_ITERABLE.values(), ids=list(NOT_ITERABLE))
 def test_a_non_iterable_agent_list_does_not_raise(open_scope: Callable[[], Any]) -> None:
     def attack() -> None:
@@ -196,12 +167,6 @@ def test_a_non_iterable_agent_list_does_not_raise(open_scope: Callable[[], Any])
     isolated(attack)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/agent_monitor.py AgentMonitor.start_coordination_session / "
-    "complete_coordination_session use the session id as a dict key unguarded: an unhashable "
-    "id raises TypeError into the traced program",
-)
 def test_an_unhashable_coordination_session_id_does_not_raise() -> None:
     def attack() -> None:
         with captured():
@@ -222,12 +187,6 @@ NON_TEXT_BAGGAGE: dict[str, Any] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/pipeline/propagation.py AgentTracePropagator.extract joins the getter's "
-    "baggage values with ','.join() without checking they are str: TypeError escapes from "
-    "opentelemetry.propagate.extract and the valid traceparent is lost",
-)
 @pytest.mark.parametrize("value", NON_TEXT_BAGGAGE.values(), ids=list(NON_TEXT_BAGGAGE))
 def test_non_text_baggage_neither_raises_nor_loses_the_parent(value: Any) -> None:
     def attack() -> str:
@@ -275,12 +234,6 @@ def test_incoming_sentry_baggage_cannot_override_the_dynamic_sampling_context() 
     assert "sentry-sampled=false" not in entries
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/pipeline/propagation.py AgentTracePropagator._baggage_value puts every "
-    "application entry before Sentry's and never bounds the header; over 8192 bytes (the W3C "
-    "limit) the receiving extract() drops the whole header, Sentry's trace entries included",
-)
 def test_outgoing_baggage_stays_within_the_limit_and_keeps_sentrys_entries() -> None:
     def attack() -> tuple[int, dict[str, object]]:
         with captured(), agent_trace.session("review"):
@@ -313,13 +266,6 @@ def _turns_exited_in_another_thread() -> list[str]:
         return sorted(s.name for s in spans.spans if s.name.startswith("invoke_agent"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/model/_scope.py Scope._restore_context: the detach runs in the worker's "
-    "context, so the ended turn stays current in the thread that entered it; Scope._start then "
-    "takes that ended (non-recording, valid) span for a sampled-out parent and silently skips "
-    "every later turn of the session in that thread",
-)
 def test_a_turn_exited_in_another_thread_does_not_swallow_the_next_turn() -> None:
     assert isolated(_turns_exited_in_another_thread) == [
         "invoke_agent ethics",
@@ -327,12 +273,6 @@ def test_a_turn_exited_in_another_thread_does_not_swallow_the_next_turn() -> Non
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/model/_scope.py Scope._restore_context calls otel_context.detach() with "
-    "a token made in another thread's context; opentelemetry.context.detach logs 'Failed to "
-    "detach context' with a traceback at ERROR on every such exit instead of once",
-)
 def test_exiting_turns_in_another_thread_logs_at_most_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -355,12 +295,6 @@ async def _turns_exited_by_another_task() -> list[str]:
         return sorted(s.name for s in spans.spans)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/model/_scope.py Scope._restore_context: a turn exited by another task "
-    "stays current in the task that entered it; Scope._start takes the ended span for a "
-    "sampled-out parent, so the next turn and check of the session are silently skipped",
-)
 def test_a_turn_exited_by_another_task_does_not_swallow_what_follows() -> None:
     names = isolated(lambda: asyncio.run(_turns_exited_by_another_task()))
     assert names == [
@@ -461,12 +395,6 @@ UNREADABLE_VERDICTS: dict[str, Any] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/model/compliance.py _apply_result records a verdict only when it is "
-    "exactly True or False; anything else leaves the result unset and PolicyCheck._on_exit "
-    "then calls passed(), so an unreadable verdict counts as compliant (fails open)",
-)
 @pytest.mark.parametrize("verdict", UNREADABLE_VERDICTS.values(), ids=list(UNREADABLE_VERDICTS))
 def test_an_unreadable_verdict_is_not_counted_as_compliant(verdict: Any) -> None:
     @agent_trace.track_constitutional_compliance(policy="privacy")
@@ -512,12 +440,6 @@ def test_the_header_check_counts_both_results_when_traced() -> None:
     assert isolated(_header_check_counts) == {"compliant": 1, "violation": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/integrations/fastapi.py _RequestGuard._check counts a matching hash "
-    "only when the server span is recording, but always counts a violation: under sampling "
-    "(or a caller's traceparent with flags 00) the compliance rate falls and the alert fires",
-)
 def test_the_header_check_counts_both_results_when_sampled_out() -> None:
     assert isolated(lambda: _header_check_counts(sample_rate=0.0)) == {
         "compliant": 1,
@@ -525,12 +447,6 @@ def test_the_header_check_counts_both_results_when_sampled_out() -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/integrations/fastapi.py _Options.is_excluded uses the instrumentation's "
-    "unanchored regex search, and _RequestGuard.__call__ skips the hash check for excluded "
-    "paths: excluding the index page '/' switches enforcement off for every route",
-)
 def test_excluding_the_index_page_keeps_enforcement_on_other_routes() -> None:
     async def send(app: Any) -> int:
         transport = httpx.ASGITransport(app=app)
@@ -664,13 +580,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/integrations/fastapi.py _RequestGuard.__call__ skips the hash check for "
-    "excluded URLs, and the exclusion is the instrumentation's unanchored regex search on the "
-    "path: a client-chosen path segment (/proposals/metrics) matching '/metrics' switches "
-    "enforcement off",
-)
 def test_a_path_parameter_cannot_switch_off_enforcement(service: Service) -> None:
     answer = service.get("/proposals/metrics", [])
     assert answer.status == 428
