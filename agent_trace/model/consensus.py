@@ -215,12 +215,14 @@ class ConsensusRound(Scope):
     def conclude(self, outcome: str | None = None, *, decision: str | None = None) -> RoundResult:
         """Tally the votes (or take `outcome`) and record the result on the round span."""
         counts = {"for": 0, "against": 0, "abstain": 0}
-        weights: dict[str, list[float]] = {"for": [], "against": [], "abstain": []}
-        for agent, side in self._sides.items():
-            counts[side] += 1
-            weights[side].append(self._votes[agent][1])
+        share_for = share_against = 0.0
+        if self._sides:
+            weights: dict[str, list[float]] = {"for": [], "against": [], "abstain": []}
+            for agent, side in self._sides.items():
+                counts[side] += 1
+                weights[side].append(self._votes[agent][1])
+            share_for, share_against = _shares(weights["for"], weights["against"])
         cast_total = len(self._sides)
-        share_for, share_against = _shares(weights["for"], weights["against"])
         # Weights are finite and never negative, so this is a share already; the bound holds
         # whatever the float arithmetic does.
         agreement = min(1.0, max(0.0, share_for, share_against))
@@ -248,17 +250,18 @@ class ConsensusRound(Scope):
             votes_against=counts["against"],
             votes_abstain=counts["abstain"],
         )
-        p = A.CONSENSUS
-        self.set_attributes(
-            {
-                p + "votes.for": self.result.votes_for,
-                p + "votes.against": self.result.votes_against,
-                p + "votes.abstain": self.result.votes_abstain,
-                p + "agreement": self.result.agreement,
-                p + "outcome": outcome,
-                p + "decision": decision,
-            }
-        )
+        if self._span.is_recording():
+            p = A.CONSENSUS
+            self.set_attributes(
+                {
+                    p + "votes.for": self.result.votes_for,
+                    p + "votes.against": self.result.votes_against,
+                    p + "votes.abstain": self.result.votes_abstain,
+                    p + "agreement": self.result.agreement,
+                    p + "outcome": outcome,
+                    p + "decision": decision,
+                }
+            )
         return self.result
 
     def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:

@@ -90,8 +90,9 @@ class Session(Scope):
         self.set_attribute(A.SESSION_OUTCOME, self.outcome)
 
     def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:
-        with _open_lock:
-            _open_sessions.discard(self)
+        if recording:  # Only a recording session was registered (see `_start`).
+            with _open_lock:
+                _open_sessions.discard(self)
         if self.outcome is None:
             if exc is None:
                 self.outcome = "completed"
