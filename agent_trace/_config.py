@@ -3,11 +3,17 @@
 Explicit arguments win over environment variables; environment variables follow the names the
 OpenTelemetry and Sentry ecosystems already use, and `AGENT_TRACE_*` for the rest. Every
 problem raises `ConfigurationError` naming the setting, the bad value and the fix.
+
+Text is parsed only where it comes from the environment: an argument must already have its
+type (`sample_rate=0.5`, `capture_content=True`, `local_path=Path(...)`), and one of another
+type is refused rather than converted.
 """
 
 from __future__ import annotations
 
+import decimal
 import math
+import numbers
 import os
 import re
 import urllib.parse
@@ -16,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigurationError", "SentryDsn", "Settings", "resolve_settings"]
+__all__ = ["ConfigurationError", "SentryDsn", "Settings", "resolve_settings", "wrong_type"]
 
 DEFAULT_LOCAL_PATH = Path(".agent-trace") / "traces.jsonl"
 _HASH_RE = re.compile(r"^[0-9a-f]{8,64}$")
@@ -35,6 +41,40 @@ class ConfigurationError(ValueError):
 
 def _fail(setting: str, value: object, problem: str, fix: str) -> ConfigurationError:
     return ConfigurationError(f"{setting}={value!r}: {problem}. Fix: {fix}")
+
+
+# An argument is used as given, unlike text from the environment, which is parsed: one of the
+# wrong type is refused first, before a conversion can fail with a TypeError (`Path(123)`) or
+# hide the mistake (`int(2.5)` is 2, `str(None)` a header value, `bool("false")` is True).
+_NUMBER = (numbers.Real, decimal.Decimal)
+_WHOLE = (numbers.Integral,)
+_TEXT = (str,)
+_FLAG = (bool,)
+
+
+def wrong_type(
+    setting: str, value: object, wanted: str, fix: str, *, shown: str | None = None
+) -> ConfigurationError:
+    """The error for an argument of the wrong type: what it is, and what it should be.
+
+    `shown` replaces the value in the message when the value may carry a credential.
+    """
+    problem = f"must be {wanted}, not {type(value).__name__}"
+    return _fail(setting, value if shown is None else shown, problem, fix)
+
+
+def _expect(
+    value: object,
+    setting: str,
+    kinds: tuple[type, ...],
+    wanted: str,
+    fix: str,
+    *,
+    shown: str | None = None,
+) -> None:
+    """Refuse an argument that is none of `kinds`; True and False are no numbers here."""
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise wrong_type(setting, value, wanted, fix, shown=shown)
 
 
 @dataclass(frozen=True)
@@ -166,7 +206,10 @@ class _Source:
         return None, None
 
 
-def _parse_bool(value: Any, setting: str) -> bool:
+def _parse_bool(value: Any, setting: str, origin: str | None) -> bool:
+    """True or False as an argument; from the environment (`origin`), one of the usual words."""
+    if origin is None:
+        _expect(value, setting, _FLAG, "True or False", "use True or False")
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -197,10 +240,35 @@ def _parse_int(value: Any, setting: str, low: int, high: int) -> int:
     return number
 
 
-def _parse_pairs(value: Any, setting: str) -> dict[str, str]:
-    """`k=v,k2=v2` (URL-encoded, like OTEL_*_HEADERS and OTEL_RESOURCE_ATTRIBUTES) or a mapping."""
+def _parse_pairs(
+    value: Any, setting: str, values: tuple[type, ...] = _TEXT, example: str = "k1=v1,k2=v2"
+) -> dict[str, str]:
+    """`k=v,k2=v2` (URL-encoded, like OTEL_*_HEADERS and OTEL_RESOURCE_ATTRIBUTES) or a mapping.
+
+    A mapping's keys must be text and its values one of `values`; a value is never shown, as a
+    header value may be a credential.
+    """
+    wanted = "text" if values == _TEXT else "text, a number or a boolean"
+    fix = f"pass a mapping of names to {wanted}, or text such as {example!r}"
     if isinstance(value, Mapping):
-        pairs = {str(k): str(v) for k, v in value.items()}
+        pairs = {}
+        for key, val in value.items():
+            if not isinstance(key, str):
+                raise ConfigurationError(
+                    f"{setting}=(value hidden): the key {key!r:.64} must be text, not "
+                    f"{type(key).__name__}. Fix: {fix}"
+                )
+            if not isinstance(val, values):
+                raise ConfigurationError(
+                    f"{setting}=(value hidden): the value of {key[:64]!r} must be {wanted}, "
+                    f"not {type(val).__name__}. Fix: {fix}"
+                )
+            pairs[key] = str(val)
+    elif not isinstance(value, str):
+        raise ConfigurationError(
+            f"{setting}=(value hidden): must be a mapping or text, not {type(value).__name__}. "
+            f"Fix: {fix}"
+        )
     else:
         pairs = {}
         for index, item in enumerate(str(value).split(",")):
@@ -210,8 +278,7 @@ def _parse_pairs(value: Any, setting: str) -> dict[str, str]:
             if not sep or not key.strip():
                 # Only the position is shown: the other items may carry credentials.
                 raise ConfigurationError(
-                    f"{setting}=(value hidden): item {index + 1} is not key=value. "
-                    "Fix: use k1=v1,k2=v2"
+                    f"{setting}=(value hidden): item {index + 1} is not key=value. Fix: {fix}"
                 )
             pairs[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(val.strip())
     for key, val in pairs.items():
@@ -228,6 +295,7 @@ def _parse_endpoint(value: Any, setting: str) -> str:
     text = str(value)
     shown = redact_endpoint(text)
     fix = "give a URL such as http://127.0.0.1:4317 (gRPC) or http://127.0.0.1:4318 (HTTP)"
+    _expect(value, setting, _TEXT, "text", fix, shown=shown)
     if any(c.isspace() for c in text):
         raise _fail(setting, shown, "the endpoint contains white space", fix)
     try:
@@ -240,6 +308,20 @@ def _parse_endpoint(value: Any, setting: str) -> str:
             setting, shown, "the endpoint needs an http:// or https:// scheme and a host", fix
         )
     return text
+
+
+_RESOURCE_VALUES = (str, bool, int, float)
+
+
+def _local_path(raw: Any) -> Path:
+    """The trace file's path, from text or a path object (bytes are refused: Path takes none)."""
+    fix = "name a file such as 'traces.jsonl' (text or a pathlib.Path)"
+    _expect(raw, "local_path", (str, os.PathLike), "text or a path", fix)
+    try:
+        return Path(raw)
+    except TypeError:
+        # An os.PathLike whose __fspath__ gives bytes or something else.
+        raise wrong_type("local_path", raw, "text or a path", fix) from None
 
 
 def _check_local_path(path: Path) -> None:
@@ -261,6 +343,7 @@ def _check_local_path(path: Path) -> None:
 def _sampler_rate(src: _Source, explicit: Any) -> float:
     fix_rate = "use a number from 0.0 (keep nothing) to 1.0 (keep every trace)"
     if explicit is not None:
+        _expect(explicit, "sample_rate", _NUMBER, "a number", fix_rate)
         return _parse_float(explicit, "sample_rate", 0.0, 1.0, fix_rate)
     rate, name = src.pick(None, "AGENT_TRACE_SAMPLE_RATE")
     if name:
@@ -317,8 +400,10 @@ def resolve_settings(
     name, origin = src.pick(service_name, "OTEL_SERVICE_NAME")
     if name is None:
         name = "agent-trace"
-    if not isinstance(name, str) or not name.strip():
-        raise _fail(origin or "service_name", name, "empty", "give the coordinator a name")
+    fix = "give the coordinator a name, such as 'coordinator'"
+    _expect(name, "service_name", _TEXT, "text", fix)
+    if not name.strip():
+        raise _fail(origin or "service_name", name, "empty", fix)
 
     endpoint, origin = src.pick(otlp_endpoint, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     signal_specific = origin is not None
@@ -330,13 +415,16 @@ def resolve_settings(
     protocol, origin = src.pick(
         otlp_protocol, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
     )
+    fix = "use grpc or http (http/protobuf)"
+    if origin is None and protocol is not None:
+        _expect(protocol, "otlp_protocol", _TEXT, "text", fix)
     protocol = "grpc" if protocol is None else str(protocol).lower()
     if protocol not in _PROTOCOLS:
         raise _fail(
             origin or "otlp_protocol",
             protocol,
             "unknown OTLP protocol (http/json is not supported)",
-            "use grpc or http (http/protobuf)",
+            fix,
         )
     protocol = _PROTOCOLS[protocol]
     if endpoint and protocol == "http":
@@ -351,35 +439,39 @@ def resolve_settings(
     headers_raw, origin = src.pick(
         otlp_headers, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"
     )
-    headers = _parse_pairs(headers_raw, origin or "otlp_headers") if headers_raw else {}
+    headers = _parse_pairs(headers_raw, origin or "otlp_headers") if headers_raw is not None else {}
 
     dsn_raw, origin = src.pick(sentry_dsn, "SENTRY_DSN")
-    dsn = SentryDsn.parse(str(dsn_raw), origin or "sentry_dsn") if dsn_raw else None
+    if origin is None and dsn_raw is not None:
+        shown = _redact_dsn(str(dsn_raw))
+        _expect(dsn_raw, "sentry_dsn", _TEXT, "text", _DSN_FIX, shown=shown)
+    dsn = SentryDsn.parse(dsn_raw, origin or "sentry_dsn") if dsn_raw else None
 
     mode, origin = src.pick(sentry_mode, "AGENT_TRACE_SENTRY_MODE")
+    fix = "use envelope or otlp"
+    if origin is None and mode is not None:
+        _expect(mode, "sentry_mode", _TEXT, "text", fix)
     mode = "envelope" if mode is None else str(mode).lower()
     if mode not in _SENTRY_MODES:
-        raise _fail(origin or "sentry_mode", mode, "unknown Sentry mode", "use envelope or otlp")
+        raise _fail(origin or "sentry_mode", mode, "unknown Sentry mode", fix)
 
     chash, origin = src.pick(constitution_hash, "CONSTITUTIONAL_HASH")
+    fix = "use the first 16 hex digits of the SHA-256 of the constitution file, as text"
+    if origin is None and chash is not None:
+        _expect(chash, "constitution_hash", _TEXT, "text", fix)
     if chash is not None:
         chash = str(chash).strip().lower()
         if not _HASH_RE.match(chash):
-            raise _fail(
-                origin or "constitution_hash",
-                chash,
-                "not a hex digest",
-                "use the first 16 hex digits of the SHA-256 of the constitution file",
-            )
+            raise _fail(origin or "constitution_hash", chash, "not a hex digest", fix)
 
     want_local, origin = src.pick(local_file, "AGENT_TRACE_LOCAL_FILE")
     path_raw, _ = src.pick(local_path, "AGENT_TRACE_LOCAL_PATH")
     local_on = (
-        _parse_bool(want_local, origin or "local_file")
+        _parse_bool(want_local, origin or "local_file", origin)
         if want_local is not None
         else (path_raw is not None or (endpoint is None and dsn is None))
     )
-    path = Path(path_raw) if path_raw is not None else DEFAULT_LOCAL_PATH
+    path = _local_path(path_raw) if path_raw is not None else DEFAULT_LOCAL_PATH
     if local_on:
         _check_local_path(path)
 
@@ -390,28 +482,46 @@ def resolve_settings(
         "AGENT_TRACE_CAPTURE_CONTENT",
         "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
     )
-    content_on = False if content is None else _parse_bool(content, origin or "capture_content")
+    content_on = (
+        False if content is None else _parse_bool(content, origin or "capture_content", origin)
+    )
 
     res_raw, origin = src.pick(resource_attributes, "OTEL_RESOURCE_ATTRIBUTES")
-    resources = _parse_pairs(res_raw, origin or "resource_attributes") if res_raw else {}
+    resources = (
+        # Resource attribute values may be numbers or booleans (OpenTelemetry allows them).
+        _parse_pairs(res_raw, origin or "resource_attributes", _RESOURCE_VALUES, "team=review")
+        if res_raw is not None
+        else {}
+    )
 
     def number(explicit: Any, env_name: str, default: float, low: float, high: float) -> float:
         value, origin = src.pick(explicit, env_name)
         if value is None:
             return default
         setting = origin or env_name.removeprefix("AGENT_TRACE_").lower()
-        return _parse_float(value, setting, low, high, f"use a number from {low} to {high}")
+        fix = f"use a number of seconds from {low} to {high}"
+        if origin is None:
+            _expect(value, setting, _NUMBER, "a number", fix)
+        return _parse_float(value, setting, low, high, fix)
 
     def whole(explicit: Any, env_name: str, default: int, low: int, high: int) -> int:
         value, origin = src.pick(explicit, env_name)
         if value is None:
             return default
-        return _parse_int(value, origin or env_name.removeprefix("AGENT_TRACE_").lower(), low, high)
+        setting = origin or env_name.removeprefix("AGENT_TRACE_").lower()
+        if origin is None:
+            _expect(value, setting, _WHOLE, "a whole number", f"use {low}..{high}")
+        return _parse_int(value, setting, low, high)
 
     port_raw, origin = src.pick(prometheus_port, "AGENT_TRACE_PROMETHEUS_PORT")
+    if origin is None and port_raw is not None:
+        _expect(port_raw, "prometheus_port", _WHOLE, "a whole number", "use 0..65535")
     port = None if port_raw is None else _parse_int(port_raw, origin or "prometheus_port", 0, 65535)
 
     metrics_raw, origin = src.pick(otlp_metrics, "OTEL_METRICS_EXPORTER")
+    if origin is None and metrics_raw is not None:
+        # The argument turns OTLP metrics on or off; the variable names exporters.
+        _expect(metrics_raw, "otlp_metrics", _FLAG, "True or False", "use True or False")
     if isinstance(metrics_raw, str):
         exporters = {part.strip().lower() for part in metrics_raw.split(",") if part.strip()}
         unknown = exporters - {"otlp", "prometheus", "none"}
@@ -440,8 +550,12 @@ def resolve_settings(
             "max_export_batch_size", batch, f"larger than max_queue_size={queue}", "lower it"
         )
 
-    env_name, _ = src.pick(sentry_environment, "SENTRY_ENVIRONMENT")
-    release, _ = src.pick(sentry_release, "SENTRY_RELEASE")
+    env_name, origin = src.pick(sentry_environment, "SENTRY_ENVIRONMENT")
+    if origin is None and env_name is not None:
+        _expect(env_name, "sentry_environment", _TEXT, "text", "use a name such as 'production'")
+    release, origin = src.pick(sentry_release, "SENTRY_RELEASE")
+    if origin is None and release is not None:
+        _expect(release, "sentry_release", _TEXT, "text", "use a version such as '1.4.2'")
     return Settings(
         service_name=name.strip(),
         otlp_endpoint=endpoint,

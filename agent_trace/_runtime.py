@@ -20,7 +20,7 @@ from opentelemetry.metrics import Meter, NoOpMeter
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import TracerProvider
 
-from agent_trace._config import Settings
+from agent_trace._config import Settings, wrong_type
 from agent_trace._log import internal_error, rate_limit_sdk_warnings
 from agent_trace._metrics import Metrics, build_meter_provider
 from agent_trace._version import __version__
@@ -32,7 +32,7 @@ from agent_trace.pipeline.provider import DelegatingTracerProvider, build_provid
 from agent_trace.pipeline.scrub import Scrubber
 from agent_trace.pipeline.worker import SinkWorker, SpanSink
 
-__all__ = ["Pipeline", "current", "drops", "install", "tracer_provider"]
+__all__ = ["Pipeline", "check_alert_policy", "current", "drops", "install", "tracer_provider"]
 
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -50,6 +50,17 @@ def current() -> Pipeline | None:
     return _current
 
 
+def check_alert_policy(policy: object) -> None:
+    """Refuse an `alert_policy` argument that is neither an AlertPolicy, a boolean nor None."""
+    if policy is not None and not isinstance(policy, (bool, AlertPolicy)):
+        raise wrong_type(
+            "alert_policy",
+            policy,
+            "an AlertPolicy, True or False",
+            "pass agent_trace.AlertPolicy(...), True for the defaults, or False for no alerts",
+        )
+
+
 class Pipeline:
     """Everything one `configure()` built: provider, sinks, Sentry client, metrics."""
 
@@ -61,6 +72,8 @@ class Pipeline:
         metric_readers: Sequence[MetricReader] = (),
         alert_policy: AlertPolicy | bool | None = None,
     ) -> None:
+        # Before anything is built: a refused setting leaves no thread or file behind.
+        check_alert_policy(alert_policy)
         self.settings = settings
         self.constitution_hash = settings.constitution_hash
         self.capture_content = settings.capture_content

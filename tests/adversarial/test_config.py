@@ -4,6 +4,8 @@ no credential given in a setting may reach an error message, a log line or CLI o
 
 from __future__ import annotations
 
+import decimal
+import fractions
 import logging
 import math
 import threading
@@ -101,6 +103,145 @@ def test_ipv6_loopback_dsn_is_accepted() -> None:
         configure(sentry_dsn="http://abcdef0123456789@[::1]:9/1", alert_policy=False)
     finally:
         agent_trace.shutdown(timeout_s=1)
+
+
+# -- arguments of the wrong type ------------------------------------------------------------------
+
+
+class BytesPath:
+    """A path-like object whose path is bytes, which pathlib does not take."""
+
+    def __fspath__(self) -> bytes:
+        return b"traces.jsonl"
+
+
+# Each would fail with a TypeError or AttributeError, or be taken silently for something else.
+WRONG_TYPES: dict[str, tuple[str, Any, str]] = {
+    "service_name as an int": ("service_name", 123, "int"),
+    "otlp_endpoint as an int": ("otlp_endpoint", 4317, "int"),
+    "otlp_protocol as an int": ("otlp_protocol", 1, "int"),
+    "otlp_headers as a list": ("otlp_headers", [("x-tenant", "a")], "list"),
+    "otlp_headers with an int value": ("otlp_headers", {"x-tenant": 7}, "int"),
+    "otlp_headers with a None value": ("otlp_headers", {"x-tenant": None}, "NoneType"),
+    "otlp_headers with an int key": ("otlp_headers", {7: "a"}, "int"),
+    "sentry_dsn as an int": ("sentry_dsn", 12345, "int"),
+    "sentry_dsn as False": ("sentry_dsn", False, "bool"),
+    "sentry_mode as an int": ("sentry_mode", 1, "int"),
+    "sentry_environment as an int": ("sentry_environment", 1, "int"),
+    "sentry_release as a float": ("sentry_release", 1.0, "float"),
+    # An int of eight digits would pass the hex check once turned into text.
+    "constitution_hash as an int": ("constitution_hash", 12345678, "int"),
+    "local_path as an int": ("local_path", 123, "int"),
+    "local_path as bytes": ("local_path", b"traces.jsonl", "bytes"),
+    "local_path giving bytes": ("local_path", BytesPath(), "BytesPath"),
+    "local_file as text": ("local_file", "yes", "str"),
+    "local_file as an int": ("local_file", 1, "int"),
+    "sample_rate as text": ("sample_rate", "0.5", "str"),
+    "capture_content as text": ("capture_content", "false", "str"),
+    "capture_content as an int": ("capture_content", 0, "int"),
+    "resource_attributes as a list": ("resource_attributes", ["team=review"], "list"),
+    "resource_attributes with a None value": ("resource_attributes", {"team": None}, "NoneType"),
+    # int() would cut these to 2048 and 1 without a word.
+    "max_queue_size as a fraction": ("max_queue_size", 2048.5, "float"),
+    "max_export_batch_size as a fraction": ("max_export_batch_size", 1.5, "float"),
+    "max_queue_size as text": ("max_queue_size", "2048", "str"),
+    "schedule_delay_s as text": ("schedule_delay_s", "0.5", "str"),
+    "export_timeout_s as text": ("export_timeout_s", "10", "str"),
+    "exit_timeout_s as a boolean": ("exit_timeout_s", True, "bool"),
+    "prometheus_port as text": ("prometheus_port", "9464", "str"),
+    "prometheus_port as a float": ("prometheus_port", 9464.0, "float"),
+    # bool("false") is True.
+    "otlp_metrics as text": ("otlp_metrics", "false", "str"),
+    "alert_policy as text": ("alert_policy", "yes", "str"),
+    "alert_policy as an int": ("alert_policy", 1, "int"),
+}
+
+
+@pytest.mark.parametrize(("setting", "value", "kind"), WRONG_TYPES.values(), ids=list(WRONG_TYPES))
+def test_arguments_of_the_wrong_type_raise_configuration_error(
+    setting: str, value: Any, kind: str
+) -> None:
+    settings: dict[str, Any] = {
+        "service_name": "adversarial",
+        "otlp_endpoint": "http://127.0.0.1:4318",
+        "local_file": False,
+        "_env": {},
+    }
+    with pytest.raises(agent_trace.ConfigurationError) as raised:
+        agent_trace.configure(**{**settings, setting: value})
+
+    message = str(raised.value)
+    assert message.startswith(f"{setting}=")
+    assert f"not {kind}. Fix: " in message
+
+
+def test_a_service_name_of_the_wrong_type_is_not_called_empty() -> None:
+    with pytest.raises(agent_trace.ConfigurationError) as raised:
+        agent_trace.configure(123, _env={})  # type: ignore[arg-type]
+
+    assert str(raised.value).startswith("service_name=123: must be text, not int. Fix:")
+
+
+def test_the_bad_value_is_quoted_in_the_message() -> None:
+    with pytest.raises(agent_trace.ConfigurationError) as raised:
+        configure(local_path=123, local_file=True)
+
+    assert str(raised.value).startswith("local_path=123: must be text or a path, not int.")
+
+
+CREDENTIALS_OF_THE_WRONG_TYPE = {
+    "otlp_endpoint as bytes": {"otlp_endpoint": f"http://agent:{SECRET}@127.0.0.1:4318".encode()},
+    "sentry_dsn as bytes": {"sentry_dsn": f"http://{SECRET}@127.0.0.1:9/1".encode()},
+    "otlp_headers as a list": {"otlp_headers": [("authorization", f"Bearer {SECRET}")]},
+    "otlp_headers next to a bad value": {"otlp_headers": {"x-key": SECRET, "x-tenant": 1}},
+}
+
+
+@pytest.mark.parametrize(
+    "settings", CREDENTIALS_OF_THE_WRONG_TYPE.values(), ids=list(CREDENTIALS_OF_THE_WRONG_TYPE)
+)
+def test_wrong_type_errors_do_not_show_a_credential(settings: dict[str, Any]) -> None:
+    with pytest.raises(agent_trace.ConfigurationError) as raised:
+        configure(**{"otlp_endpoint": "http://127.0.0.1:4318", **settings})
+    assert SECRET not in str(raised.value)
+
+
+def test_a_refused_alert_policy_starts_no_thread() -> None:
+    before = threading.active_count()
+    with pytest.raises(agent_trace.ConfigurationError):
+        configure(alert_policy="yes", otlp_endpoint="http://127.0.0.1:4318")
+    assert threading.active_count() == before
+
+
+RIGHT_TYPES_IN_OTHER_FORMS: dict[str, dict[str, Any]] = {
+    "sample_rate as an int": {"sample_rate": 1},
+    "sample_rate as a Fraction": {"sample_rate": fractions.Fraction(1, 4)},
+    "sample_rate as a Decimal": {"sample_rate": decimal.Decimal("0.25")},
+    "export_timeout_s as an int": {"export_timeout_s": 3},
+    "local_path as a Path": {"local_path": Path("traces.jsonl")},
+    "resource_attributes with a number": {"resource_attributes": {"replicas": 3}},
+    "resource_attributes as text": {"resource_attributes": "team=review"},
+    "otlp_headers as text": {"otlp_headers": "x-tenant=a"},
+    "sentry_dsn empty": {"sentry_dsn": ""},
+    "alert_policy False": {"alert_policy": False},
+    "alert_policy an AlertPolicy": {"alert_policy": agent_trace.AlertPolicy()},
+}
+
+
+@pytest.mark.parametrize(
+    "settings", RIGHT_TYPES_IN_OTHER_FORMS.values(), ids=list(RIGHT_TYPES_IN_OTHER_FORMS)
+)
+def test_values_of_the_right_type_in_other_forms_are_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: dict[str, Any]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    resolved = configure(otlp_endpoint="http://127.0.0.1:4318", **settings)
+    assert resolved.service_name == "adversarial"
+
+
+def test_a_resource_attribute_number_is_kept_as_its_text() -> None:
+    resolved = configure(resource_attributes={"replicas": 3, "canary": True})
+    assert dict(resolved.resource_attributes) == {"replicas": "3", "canary": "True"}
 
 
 # -- credentials in settings ----------------------------------------------------------------------
