@@ -132,6 +132,8 @@ class Scope:
     _session_before: Session | None = None
     # This scope's entry in its session's set of open scopes.
     _child_ref: weakref.ref[Scope] | None = None
+    # Set on a session whose span the sampler dropped: its scopes skip the parent lookups.
+    _sampled_out = False
 
     def __init__(
         self, session: Session | None, name: str, attrs: dict[str, Any], *, convert: bool = False
@@ -237,6 +239,11 @@ class Scope:
         if pipeline is None:
             return
         self._pipeline = pipeline
+        session = self._session
+        if session is not None and session._sampled_out and session is not self:
+            # The session's trace is sampled out, so is every span in it (parent-based).
+            self._span = session._span
+            return
         parent_ctx = self._parent_context()
         parent = trace.get_current_span(parent_ctx)
         if not parent.is_recording():
@@ -263,7 +270,6 @@ class Scope:
             set_status_on_exception=False,
         )
         self._pid = os.getpid()
-        session = self._session
         if session is not None and session is not self:
             # Ended, marked incomplete, before its session if still open at interpreter exit.
             # Held weakly: a scope abandoned open (its agent died) must not stay in memory, and

@@ -77,9 +77,13 @@ class Session(Scope):
 
     def _start(self) -> None:
         super()._start()
-        if self._span.is_recording():
+        span = self._span
+        if span.is_recording():
             with _open_lock:
                 _open_sessions.add(self)
+        else:
+            context = span.get_span_context()
+            self._sampled_out = context.is_valid and not context.trace_flags.sampled
 
     def set_outcome(self, outcome: str) -> None:
         """Record how the session ended (approved, rejected, blocked, escalated, failed...)."""
