@@ -87,6 +87,9 @@ def configure(
         prometheus_port=prometheus_port,
         otlp_metrics=otlp_metrics,
     )
+    # Every argument is checked before the previous pipeline is shut down: a bad one on a
+    # reconfiguration must leave tracing as it was.
+    _runtime.check_alert_policy(alert_policy)
     previous = _runtime.current()
     if previous is not None:
         _log.debug("agent-trace: reconfiguring; shutting the previous pipeline down")

@@ -213,6 +213,22 @@ def test_a_refused_alert_policy_starts_no_thread() -> None:
     assert threading.active_count() == before
 
 
+def test_a_refused_alert_policy_on_reconfiguration_leaves_tracing_as_it_was(
+    tmp_path: Path,
+) -> None:
+    configure(local_file=True, local_path=tmp_path / "traces.jsonl")
+    before = agent_trace.dropped_spans()
+
+    with pytest.raises(agent_trace.ConfigurationError, match="alert_policy"):
+        configure(alert_policy="yes")
+    with agent_trace.session("review"):
+        pass
+
+    assert agent_trace.force_flush(timeout_s=5) is True
+    assert agent_trace.dropped_spans() == before
+    assert "invoke_workflow review" in (tmp_path / "traces.jsonl").read_text()
+
+
 RIGHT_TYPES_IN_OTHER_FORMS: dict[str, dict[str, Any]] = {
     "sample_rate as an int": {"sample_rate": 1},
     "sample_rate as a Fraction": {"sample_rate": fractions.Fraction(1, 4)},

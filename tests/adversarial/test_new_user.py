@@ -1,8 +1,9 @@
 """A new user's and an adversary's attacks on the finished library, each fault pinned by a test.
 
-Tests marked xfail(strict=True) are faults found by these attacks (the reason names the file,
-the function and the mechanism); the others are attacks the library withstands that nothing
-else guarded. Servers are started here, on 127.0.0.1, and stopped by PID.
+Each fault these attacks found was first pinned here as a strict xfail and is fixed now; the
+tests keep guarding against it, beside attacks the library withstood that nothing else guarded.
+A new fault goes in as `xfail(strict=True)` with a reason naming the file, the function and the
+mechanism. Servers are started here, on 127.0.0.1, and stopped by PID.
 """
 
 from __future__ import annotations
@@ -318,12 +319,6 @@ def _check_carrying(value: str) -> None:
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/pipeline/scrub.py _PATTERNS 'assignment' allows only spaces between the "
-    "key and ':'/'=', so the closing quote of a JSON or repr key (\"password\": ...) defeats it; "
-    "a serialised mapping given as a string (a tool call's arguments) keeps its secret",
-)
 @pytest.mark.parametrize("template", SERIALISED.values(), ids=list(SERIALISED))
 def test_secrets_in_serialised_mappings_are_scrubbed(template: str) -> None:
     value = template % SECRET
@@ -338,12 +333,6 @@ def test_secrets_in_serialised_mappings_are_scrubbed(template: str) -> None:
     assert not any(SECRET in text for text in exported)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/pipeline/scrub.py _without_exception_text keeps every indented line as "
-    "a frame, but an ExceptionGroup's traceback indents its own and its members' 'Type: "
-    "message' lines behind '  | ': their messages reach every sink with content capture off",
-)
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups arrived in 3.11")
 def test_exception_group_messages_never_leave_without_content_capture() -> None:
     def attack() -> list[str]:
@@ -368,12 +357,6 @@ WRONG_TYPES: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent_trace/_config.py builds Path(local_path) before any check (TypeError), and "
-    "agent_trace/_runtime.py Pipeline uses alert_policy unchecked (AttributeError on '_sink'): "
-    "the README promises a ConfigurationError naming the setting",
-)
 @pytest.mark.parametrize("settings", WRONG_TYPES.values(), ids=list(WRONG_TYPES))
 def test_values_of_the_wrong_type_raise_configuration_error(settings: dict[str, Any]) -> None:
     def attack() -> None:
