@@ -32,7 +32,13 @@ import agent_trace
 from agent_trace.agent_monitor import AgentMonitor
 from agent_trace.integrations.fastapi import instrument
 from tests.adversarial._support import REPO, SECRET, captured, isolated, local_pipeline
-from tests.backends._support import LOOPBACK, ManagedProcess, free_port, poll, scrubbed_env
+from tests.backends._support import (
+    LOOPBACK,
+    ManagedProcess,
+    free_port,
+    scrubbed_env,
+    start_uvicorn,
+)
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
@@ -526,37 +532,16 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         AGENT_TRACE_LOCAL_FILE="true",
         PYTHONPATH=str(REPO),
     )
-    process = ManagedProcess(
+    process = start_uvicorn(
         "new-user-service",
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "new_user_service:app",
-            "--app-dir",
-            str(app_dir),
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        "new_user_service:app",
+        port,
         env=env,
         cwd=app_dir,
+        extra_args=["--app-dir", str(app_dir)],
     )
-    process.start()
     running = Service(port, process)
-
-    def healthy() -> bool | None:
-        process.check_alive()
-        try:
-            return True if running.get("/health", []).status == 200 else None
-        except OSError:
-            return None
-
     try:
-        poll(healthy, timeout_s=30.0, interval_s=0.1, describe=process.log_tail)
         yield running
     finally:
         process.stop()

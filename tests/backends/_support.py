@@ -8,11 +8,12 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -230,3 +231,52 @@ class ManagedProcess:
                 f"{self.name} exited with status {self._popen.returncode}; "
                 f"log {self.log_path}:\n{self.log_tail()}"
             )
+
+
+def start_uvicorn(
+    name: str,
+    app: str,
+    port: int,
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    extra_args: Sequence[str] = (),
+    health_path: str = "/health",
+) -> ManagedProcess:
+    """uvicorn serving `app` on 127.0.0.1:`port` in a process of its own, returned once
+    `health_path` answers 200. A service that exits raises BackendError, one that does not
+    answer in 30 s TimeoutError, both with the end of its log; either way it is stopped by PID."""
+    process = ManagedProcess(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *extra_args,
+        ],
+        env=env,
+        cwd=cwd,
+    )
+    process.start()
+    url = f"http://{LOOPBACK}:{port}{health_path}"
+
+    def healthy() -> bool | None:
+        process.check_alive()
+        try:
+            return True if http_request("GET", url).status == 200 else None
+        except OSError:
+            return None
+
+    try:
+        poll(healthy, timeout_s=30.0, interval_s=0.1, describe=process.log_tail)
+    except BaseException:
+        process.stop()
+        raise
+    return process

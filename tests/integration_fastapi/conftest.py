@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +20,8 @@ from tests.backends._support import (
     ManagedProcess,
     free_port,
     http_request,
-    poll,
     scrubbed_env,
+    start_uvicorn,
 )
 from tests.backends.jaeger import Jaeger
 from tests.backends.spotlight import Spotlight
@@ -71,43 +70,17 @@ def start_service(mode: str, jaeger: Jaeger, spotlight: Spotlight) -> Service:
             "AGENT_TRACE_LOCAL_FILE": "false",
         }
     )
-    process = ManagedProcess(
+    process = start_uvicorn(
         name,
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tests.integration_fastapi.service:app",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            # uvicorn refuses a header block over 16 KB before the app sees it (a 400); the
-            # tests raise the limit so a 1 MB header reaches the app's own rules.
-            "--h11-max-incomplete-event-size",
-            str(4 * 1024 * 1024),
-        ],
+        "tests.integration_fastapi.service:app",
+        port,
         env=env,
         cwd=ROOT,
+        # uvicorn refuses a header block over 16 KB before the app sees it (a 400); the
+        # tests raise the limit so a 1 MB header reaches the app's own rules.
+        extra_args=["--h11-max-incomplete-event-size", str(4 * 1024 * 1024)],
     )
-    process.start()
-    service = Service(name, mode, port, process)
-
-    def healthy() -> bool | None:
-        process.check_alive()
-        try:
-            return True if http_request("GET", service.url + "/health").status == 200 else None
-        except OSError:
-            return None
-
-    try:
-        poll(healthy, timeout_s=30.0, interval_s=0.1, describe=process.log_tail)
-    except BaseException:
-        process.stop()
-        raise
-    return service
+    return Service(name, mode, port, process)
 
 
 def _started(mode: str, jaeger: Jaeger, spotlight: Spotlight) -> Service:

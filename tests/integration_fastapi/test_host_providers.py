@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.backends._support import (
     http_request,
     poll,
     scrubbed_env,
+    start_uvicorn,
 )
 from tests.integration_fastapi.conftest import ROOT, RUN
 from tests.reliability._support import FileSpan, file_spans
@@ -69,35 +69,11 @@ def host_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostServi
             "AGENT_TRACE_SCHEDULE_DELAY_S": "0.1",
         }
     )
-    process = ManagedProcess(
-        name,
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tests.integration_fastapi.host_service:app",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=ROOT,
+    process = start_uvicorn(
+        name, "tests.integration_fastapi.host_service:app", port, env=env, cwd=ROOT
     )
-    process.start()
     service = HostService(port, prometheus_port, trace_path, process)
-
-    def healthy() -> bool | None:
-        process.check_alive()
-        try:
-            return True if http_request("GET", f"{service.url}/health").status == 200 else None
-        except OSError:
-            return None
-
     try:
-        poll(healthy, timeout_s=30.0, interval_s=0.1, describe=process.log_tail)
         yield service
     finally:
         process.stop()
