@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import ItemsView, Mapping, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import AttributeValue
 
@@ -301,6 +303,9 @@ def _scrub_value(value: AttributeValue, depth: int = 0) -> AttributeValue:
 # Bounds of the scrubber's cache of clean texts (entries, characters per entry).
 _CLEAN_TEXTS = 4096
 _CLEAN_TEXT_LENGTH = 256
+# Arrays longer than this are not remembered as clean attribute values.
+_CLEAN_TUPLE_ITEMS = 32
+_PLAIN_TYPES = frozenset({str, bool, int, float})
 
 
 def _settled(item: object, clean: set[str]) -> bool:
@@ -310,12 +315,16 @@ def _settled(item: object, clean: set[str]) -> bool:
     return isinstance(item, (bool, int, float))
 
 
-def _items(attrs: Mapping[str, AttributeValue]) -> Iterable[tuple[str, AttributeValue]]:
+def _items(attrs: Mapping[str, AttributeValue]) -> ItemsView[str, AttributeValue]:
     """The items of a span's attributes, iterated at C speed when the mapping can copy itself.
 
     A finished span hands out its attributes as a read-only view of the SDK's bounded mapping,
     whose Python-level iteration costs a call per item; its `copy()` is a plain dict.
     """
+    if type(attrs) is BoundedAttributes and attrs._immutable:
+        # An ended span's attributes, frozen by the SDK when it ended: read in place, without
+        # the copy, as nothing can change them any more.
+        return attrs._dict.items()
     copy = getattr(attrs, "copy", None)
     if copy is not None:
         snapshot = copy()
@@ -331,7 +340,11 @@ def _sequence(span: ReadableSpan, stored: str, public: str) -> Sequence[Any]:
     access, and most spans have neither: the stored list's length says so for free.
     """
     raw = getattr(span, stored, None)
-    if raw is not None and not raw:
+    if type(raw) is BoundedList:
+        # Its length through the deque it wraps: `BoundedList.__len__` is a Python call.
+        if not raw._dq:  # type: ignore[attr-defined]
+            return ()
+    elif raw is not None and not raw:
         return ()
     found: Sequence[Any] = getattr(span, public)
     return found
@@ -347,6 +360,11 @@ class Scrubber:
         # id on every span of a session), and a set lookup costs a tenth of the pattern scan.
         # Emptied when full rather than evicted one by one: the values in use return at once.
         self._clean_texts: set[str] = set()
+        # (key, value) pairs found clean under a harmless key. A span whose attribute items are
+        # all in here is settled by one subset test at C speed, without a Python step per
+        # attribute: most spans repeat the pairs of the spans before them (the session id
+        # included, once the first span of the session has been scanned). Bounded as above.
+        self._clean_items: set[tuple[str, AttributeValue]] = set()
 
     def _drop_key(self, key: str) -> bool:
         # Keys are low-cardinality: the verdict per key is computed once and cached.
@@ -362,23 +380,37 @@ class Scrubber:
         self, attrs: Mapping[str, AttributeValue] | None
     ) -> tuple[dict[str, AttributeValue] | None, list[str]]:
         """Return scrubbed attributes (None if nothing changed) and the keys touched."""
-        if not attrs:
+        if attrs is None:
             return None, []
+        items = _items(attrs)
+        if not items:
+            return None, []
+        try:
+            if items <= self._clean_items:
+                return None, []
+        except Exception:
+            # An unhashable value (a map set through the raw API) or one whose hash raises:
+            # the attributes are judged one by one below.
+            pass
         touched: list[str] = []
         out: dict[str, AttributeValue] | None = None
         verdicts = self._key_verdicts
         clean = self._clean_texts
-        for key, value in _items(attrs):
-            # This loop runs for every attribute of every span, on the application's thread:
-            # a harmless key with a number, or with a text seen clean before, is settled here.
+        for key, value in items:
+            # This loop runs for the attributes of a span not settled above, on the
+            # application's thread: a harmless key with a number, or with a text seen clean
+            # before, is settled here.
             if verdicts.get(key) is False:
                 if isinstance(value, str):
                     if value in clean:
+                        self._remember_item(key, value)
                         continue
                 elif isinstance(value, (bool, int, float)):
+                    self._remember_item(key, value)
                     continue
                 elif isinstance(value, tuple) and all(_settled(item, clean) for item in value):
                     # The SDK keeps lists as tuples: agents, participants.
+                    self._remember_item(key, value)
                     continue
             new = self._value(key, value)
             new_key = key if key.isascii() else replace_surrogates(key)
@@ -390,9 +422,10 @@ class Scrubber:
                         for item in value:
                             if isinstance(item, str):
                                 self._remember(item)
+                    self._remember_item(key, value)
                 continue
             if out is None:
-                out = dict(attrs)
+                out = dict(items)
             if new_key is not key:
                 del out[key]
             out[new_key] = new
@@ -406,6 +439,30 @@ class Scrubber:
                 clean.clear()
             clean.add(text)
 
+    def _remember_item(self, key: str, value: AttributeValue) -> None:
+        """Remember a clean attribute of a harmless key, if it is of a kind that repeats.
+
+        Only values of the exact plain types go in (texts bounded as in `_remember`). A str
+        subclass set through the raw API that overrides both `__eq__` and `__hash__` could
+        still pass for a remembered text, as it could in `_clean_texts` before.
+        """
+        if type(value) is str:
+            if len(value) > _CLEAN_TEXT_LENGTH:
+                return
+        elif type(value) is tuple:
+            if len(value) > _CLEAN_TUPLE_ITEMS or not all(
+                type(item) in _PLAIN_TYPES
+                and (type(item) is not str or len(item) <= _CLEAN_TEXT_LENGTH)
+                for item in value
+            ):
+                return
+        elif type(value) not in _PLAIN_TYPES:
+            return
+        clean = self._clean_items
+        if len(clean) >= _CLEAN_TEXTS:
+            clean.clear()
+        clean.add((key, value))
+
     def _value(self, key: str, value: AttributeValue) -> AttributeValue:
         if self._drop_key(key):
             return REDACTED
@@ -417,7 +474,11 @@ class Scrubber:
         name = original_name = getattr(span, "_name", None) or span.name
         if not name.isascii() or len(name) > MAX_NAME_LENGTH:
             name = bounded_name(name)
-        attrs, touched = self.attributes(span.attributes)
+        # The SDK's own mapping when the span has one (see `_items`), else the public view.
+        stored = getattr(span, "_attributes", None)
+        attrs, touched = self.attributes(
+            stored if type(stored) is BoundedAttributes else span.attributes
+        )
         events, events_changed = _sequence(span, "_events", "events"), False
         if events:
             events, events_changed = self._events(events)
