@@ -148,7 +148,7 @@ class Pipeline:
         if settings.sentry_dsn is not None:
             from agent_trace.pipeline.sentry_client import SentryClient
 
-            self.sentry = SentryClient(settings, self.scrubber, _drops)
+            self.sentry = SentryClient(settings, self.scrubber)
             if settings.sentry_mode == "otlp":
                 dsn = settings.sentry_dsn
                 self.sinks.append(
@@ -163,7 +163,15 @@ class Pipeline:
             else:
                 from agent_trace.pipeline.sinks.sentry_envelope import SentryEnvelopeSink
 
-                self.sinks.append(SentryEnvelopeSink(self.sentry))
+                self.sinks.append(
+                    SentryEnvelopeSink(
+                        settings.sentry_dsn,
+                        _drops,
+                        environment=settings.sentry_environment,
+                        release=settings.sentry_release,
+                        timeout_s=settings.export_timeout_s,
+                    )
+                )
         if settings.local_path is not None:
             self.sinks.append(LocalFileSink(settings.local_path))
 
@@ -228,6 +236,12 @@ class Pipeline:
         ok = ok and drops == self._drops_seen
         self._drops_seen = drops
         remaining = deadline - time.monotonic()
+        if self.sentry is not None and remaining > 0:
+            # Error events (violations, alerts) wait in sentry-sdk's own queue: they get the
+            # time left, on a daemon thread, so that the caller's deadline holds.
+            sentry = self.sentry
+            _run_with_deadline(lambda: sentry.flush(remaining), remaining)
+            remaining = deadline - time.monotonic()
         if remaining > 0:
             # The metric exporters keep their own (longer) timeouts: wait for them on a daemon
             # thread, so that the caller's deadline holds.
@@ -245,14 +259,11 @@ class Pipeline:
             self.alerts.flush()
         ok = self.processor.shutdown_within(timeout_s)
         if self.sentry is not None:
-            # The envelope sink's flush above only waited: what the Sentry transport still
-            # holds is counted, and reported here.
+            # Error events (violations, alerts) go through sentry-sdk's own queue.
             try:
-                closed = self.sentry.close(max(0.0, deadline - time.monotonic()))
-                ok = ok and closed is not False
+                self.sentry.close(max(0.0, deadline - time.monotonic()))
             except Exception:
                 internal_error(_log, "sentry close")
-                ok = False
         _run_with_deadline(self.meter_provider.shutdown, max(0.0, deadline - time.monotonic()))
         return ok
 

@@ -98,6 +98,10 @@ class SinkWorker:
         # Spans inside the sink's export call right now; shutdown writes them off if it gives up.
         self._in_flight = 0
         self._written_off = False
+        # A sink whose spans do not map onto batches (the Sentry sink sends whole trees, some
+        # spans parked across batches) counts its own losses: an export returning False then
+        # only means "not everything arrived".
+        self._own_drops = bool(getattr(sink, "counts_own_drops", False))
         self._full = drops.cell(sink.name, QUEUE_FULL)
         self._full_lock = threading.Lock()
         self._next_full_warning = 0.0
@@ -239,6 +243,8 @@ class SinkWorker:
         if ok:
             self.exported += len(batch)
             self.last_error = None
+        elif self._own_drops:
+            self.last_error = getattr(self.sink, "last_error", None) or self.last_error
         elif not written_off:
             self._drops.add(self.sink.name, EXPORT_FAILED, len(batch))
             warn_once(
@@ -281,7 +287,8 @@ class SinkWorker:
         with self._cond:
             self._closed = True
             left = self._take_all()
-            stuck = self._in_flight
+            # A sink that counts its own drops counts what it still holds at its shutdown.
+            stuck = 0 if self._own_drops else self._in_flight
             self._written_off = stuck > 0
             self._cond.notify_all()
         lost = left + stuck

@@ -74,6 +74,8 @@ class _Behaviour:
     message: str = ""
     retry_after_s: int | None = None
     rejected_spans: int = 0
+    # Extra headers on every answer (Sentry's `X-Sentry-Rate-Limits`, say).
+    answer_headers: tuple[tuple[str, str], ...] = ()
 
 
 class _Recorder:
@@ -86,9 +88,10 @@ class _Recorder:
         self._arrived = threading.Condition(self._lock)
         self._records: list[Any] = []
 
-    def succeed(self) -> None:
-        """Answer success again; requests hanging so far are let go without an answer."""
-        self._set(_Behaviour())
+    def succeed(self, headers: dict[str, str] | None = None) -> None:
+        """Answer success again (with `headers`); requests hanging so far are let go without
+        an answer."""
+        self._set(_Behaviour(answer_headers=tuple((headers or {}).items())))
 
     def hang(self) -> None:
         """Accept and record each request, then never answer it (until succeed() or stop())."""
@@ -245,6 +248,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
             headers = {"Content-Type": "application/x-protobuf"}
             if behaviour.retry_after_s is not None:
                 headers["Retry-After"] = str(behaviour.retry_after_s)
+            headers.update(behaviour.answer_headers)
             self._answer(behaviour.http_status, status.SerializeToString(), headers)
             return
 
@@ -252,11 +256,12 @@ class _HttpHandler(BaseHTTPRequestHandler):
         if behaviour.kind == "partial":
             response.partial_success.rejected_spans = behaviour.rejected_spans
             response.partial_success.error_message = behaviour.message
+        extra = dict(behaviour.answer_headers)
         if (request.header("Content-Type") or "").startswith("application/json"):
-            self._answer(200, b"{}", {"Content-Type": "application/json"})
+            self._answer(200, b"{}", {"Content-Type": "application/json", **extra})
         else:
             payload = response.SerializeToString()
-            self._answer(200, payload, {"Content-Type": "application/x-protobuf"})
+            self._answer(200, payload, {"Content-Type": "application/x-protobuf", **extra})
 
     def _read_body(self) -> bytes:
         if (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
@@ -332,11 +337,21 @@ class OtlpHttpRecorder(_Recorder):
     def traces_url(self) -> str:
         return f"{self.endpoint}/v1/traces"
 
-    def fail(self, status: int = 503, message: str = "", retry_after_s: int | None = None) -> None:
+    def fail(
+        self,
+        status: int = 503,
+        message: str = "",
+        retry_after_s: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Answer every request with this HTTP status (and a google.rpc.Status body)."""
         self._set(
             _Behaviour(
-                kind="fail", http_status=status, message=message, retry_after_s=retry_after_s
+                kind="fail",
+                http_status=status,
+                message=message,
+                retry_after_s=retry_after_s,
+                answer_headers=tuple((headers or {}).items()),
             )
         )
 

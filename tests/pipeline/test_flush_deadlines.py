@@ -186,11 +186,11 @@ def test_sentry_down_keeps_flush_and_shutdown_deadlines(
     assert flush_s < DEADLINE_S + SLACK_S
     assert shutdown_s < DEADLINE_S + SLACK_S
     if request.node.callspec.params["sentry_down"] == "hanging":
-        # The transactions are still in sentry-sdk's transport, unanswered: not delivered.
+        # The transactions are still waiting for Sentry's answer: not delivered.
         assert closed is False
     else:
-        # Refused: the transport gave each one up at once (counted as dropped), so nothing
-        # is left in flight at shutdown and either answer is honest.
+        # Refused: the sink gave each one up at once (counted as dropped), so nothing is left
+        # in flight at shutdown and either answer is honest.
         assert isinstance(closed, bool)
     assert max(durations) < 1.0
     assert len(captured.spans) == 400
@@ -216,9 +216,9 @@ def test_sentry_refusing_connections_counts_the_lost_transactions() -> None:
         run_sessions(20)
         assert agent_trace.force_flush(timeout_s=5.0) is False
 
-    drops = drops_after_grace(before, ("sentry", "transport_network_error"))
+    drops = drops_after_grace(before, ("sentry", "network_error"))
     # One transaction per session, each carrying its turn: every span is accounted for.
-    assert drops[("sentry", "transport_network_error")] == 40
+    assert drops[("sentry", "network_error")] == 40
 
 
 class HangingSink:

@@ -16,14 +16,17 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sentry_sdk.envelope import Envelope
 
 import agent_trace
 from agent_trace import _log
+from agent_trace._config import SentryDsn
+from agent_trace.pipeline.drops import DropCounter
+from agent_trace.pipeline.sinks._http import HttpAnswer
 from agent_trace.pipeline.sinks.sentry_envelope import SentryEnvelopeSink
 from agent_trace.testing import capture_spans
 from tests.backends.otlp_recorder import OtlpGrpcRecorder, OtlpHttpRecorder, closed_port
@@ -175,38 +178,21 @@ def test_ten_thousand_turns_never_ended_cost_no_memory(tmp_path: Path) -> None:
     assert grown < 1_000_000, grown
 
 
-@dataclass
-class RecordingTransport:
-    envelopes: list[Any] = field(default_factory=list)
-
-    def capture_envelope(self, envelope: Any) -> None:
-        self.envelopes.append(envelope)
-
-    def transactions(self) -> list[dict[str, Any]]:
-        return [e.get_transaction_event() for e in self.envelopes]
-
-
-@dataclass
-class FakeDsn:
-    public_key: str = "public"
-    redacted: str = "http://***@127.0.0.1/0"
-
-
-class InProcessSentry:
-    """What the envelope sink needs of the Sentry client, recording envelopes in memory."""
+class RecordingPoster:
+    """Stands in for the Sentry sink's connection: keeps every envelope posted, answers 200."""
 
     def __init__(self) -> None:
-        self.recorded = RecordingTransport()
-        self.dsn = FakeDsn()
-        self.environment: str | None = None
-        self.release: str | None = None
-        self.lost_transactions = 0
+        self.bodies: list[bytes] = []
 
-    def transport(self) -> RecordingTransport:
-        return self.recorded
+    def post(self, body: bytes, headers: Any = None) -> HttpAnswer:
+        self.bodies.append(body)
+        return HttpAnswer(200, {})
 
-    def flush(self, timeout_s: float) -> bool:
-        return True
+    def close(self) -> None:
+        return None
+
+    def transactions(self) -> list[dict[str, Any]]:
+        return [Envelope.deserialize(body).get_transaction_event() for body in self.bodies]
 
 
 class FakeClock:
@@ -230,9 +216,17 @@ def test_a_session_longer_than_ten_minutes_arrives_whole_despite_crashed_agents(
     # The simulated session starts 11 minutes ago and ends now, a minute per turn.
     clock = FakeClock(time.time_ns() - 11 * 60 * 10**9)
     monkeypatch.setattr("opentelemetry.sdk.trace.time_ns", clock)
-    sentry = InProcessSentry()
+    sentry = RecordingPoster()
     # A parking area small enough for the crashed agents' leftovers to overflow it.
-    envelope_sink = SentryEnvelopeSink(sentry, max_parked_spans=500)
+    envelope_sink = SentryEnvelopeSink(
+        SentryDsn.parse("http://public@127.0.0.1:9/0"),
+        DropCounter(),
+        environment=None,
+        release=None,
+        timeout_s=1.0,
+        max_parked_spans=500,
+        poster=sentry,
+    )
     path = tmp_path / "traces.jsonl"
 
     with capture_spans(
@@ -274,9 +268,7 @@ def test_a_session_longer_than_ten_minutes_arrives_whole_despite_crashed_agents(
     # Sentry: the session is one transaction holding all eleven turns, even though the
     # crashed agents' leftovers overflowed the parking area many times meanwhile.
     [transaction] = [
-        t
-        for t in sentry.recorded.transactions()
-        if t["transaction"] == "invoke_workflow long_review"
+        t for t in sentry.transactions() if t["transaction"] == "invoke_workflow long_review"
     ]
     turns = sorted(x["description"] for x in transaction["spans"])
     assert turns == sorted(f"invoke_agent agent-{m}" for m in range(11))

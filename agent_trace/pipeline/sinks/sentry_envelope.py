@@ -10,10 +10,15 @@ the trace.
 
 from __future__ import annotations
 
+import gzip
+import json
+import logging
 import math
+import os
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,10 +27,16 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from agent_trace._attributes import CONSTITUTION_HASH, CONVERSATION_ID, SENTRY_OP
+from agent_trace._config import SentryDsn
+from agent_trace._log import warn_once
 from agent_trace._version import __version__
+from agent_trace.pipeline.drops import SHUTDOWN_TIMEOUT, DropCounter
+from agent_trace.pipeline.sinks._http import HttpAnswer, HttpError, HttpPoster
 from agent_trace.pipeline.sinks._pacing import Pacer, pacer_for
 
 __all__ = ["SentryEnvelopeSink", "build_transaction", "span_to_sentry"]
+
+_log = logging.getLogger(__name__)
 
 _ORIGIN = "auto.agent_trace"
 _KIND_OPS = {
@@ -121,6 +132,7 @@ def build_transaction(
     *,
     environment: str | None,
     release: str | None,
+    resource_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A transaction event for `root` with already converted descendant spans."""
     trace_ctx = span_to_sentry(root)
@@ -145,7 +157,10 @@ def build_transaction(
         "transaction_info": {"source": "custom"},
         "start_timestamp": start_timestamp,
         "timestamp": timestamp,
-        "contexts": {"trace": trace_ctx, "otel": {"resource": _data(resource)}},
+        "contexts": {
+            "trace": trace_ctx,
+            "otel": {"resource": _data(resource) if resource_data is None else resource_data},
+        },
         "spans": list(children),
         "tags": tags,
         "sdk": {"name": "agent-trace", "version": __version__},
@@ -157,21 +172,94 @@ def build_transaction(
     return event
 
 
+# Why a transaction did not reach Sentry, as counted in `agent_trace.dropped_spans()`.
+NETWORK_ERROR = "network_error"  # refused, reset, timed out: no answer
+RATE_LIMITED = "rate_limited"  # a 429, or sent while Sentry's last rate limit still held
+REJECTED = "rejected"  # any other 4xx: a bad key, a project that does not exist, too large
+SERVER_ERROR = "server_error"  # 5xx
+UNSERIALIZABLE = "unserializable"  # a value the JSON encoder refused
+
+# Sentry's answer to a 429 without a usable Retry-After, and the longest limit we believe.
+_DEFAULT_RETRY_AFTER_S = 60.0
+_MAX_RETRY_AFTER_S = 3600.0
+_LOOPBACK_HOSTS = ("127.", "localhost", "[::1]")
+
+
 class SentryEnvelopeSink:
-    """Sends transactions through sentry-sdk's transport (its own thread does the HTTP)."""
+    """Posts each transaction as an envelope to the DSN's envelope endpoint, on the sink's own
+    export thread, over one kept-alive connection.
+
+    Every transaction that does not reach Sentry is counted with its reason (the module's
+    constants) by the number of spans in it; the worker leaves this sink's accounting to it
+    (`counts_own_drops`). An export or flush returns False when a transaction was lost since
+    the last one. After shutdown nothing more is counted: what was still unanswered then is
+    counted as `shutdown_timeout`, once.
+    """
 
     name = "sentry"
+    counts_own_drops = True
 
-    def __init__(self, client: Any, *, max_parked_spans: int = 20_000) -> None:
-        self._client = client
+    def __init__(
+        self,
+        dsn: SentryDsn,
+        drops: DropCounter,
+        *,
+        environment: str | None,
+        release: str | None,
+        timeout_s: float,
+        max_parked_spans: int = 20_000,
+        poster: Any = None,
+    ) -> None:
+        self._dsn = dsn
+        self._drops = drops
+        self._environment = environment
+        self._release = release
+        # Bandwidth costs nothing on loopback (Spotlight, a local Relay); elsewhere the
+        # envelope is compressed, at the fastest level: a JSON transaction shrinks 4-6 times.
+        self._compress = not dsn.host.startswith(_LOOPBACK_HOSTS)
+        client = f"agent-trace/{__version__}"
+        self._poster = poster or HttpPoster(
+            dsn.envelope_url,
+            timeout_s=timeout_s,
+            headers={
+                "User-Agent": client,
+                "Content-Type": "application/x-sentry-envelope",
+                "X-Sentry-Auth": f"{dsn.auth_header}, sentry_version=7, sentry_client={client}",
+                **({"Content-Encoding": "gzip"} if self._compress else {}),
+            },
+        )
         self._max_parked = max_parked_spans
         # parent span id -> converted spans of finished descendants waiting for that parent
         self._parked: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
         self._parked_roots: dict[int, ReadableSpan] = {}
         self._parked_count = 0
         self._lock = threading.Lock()
-        self.transactions_sent = 0
+        # Spans of transactions taken off the parking area and not yet answered by Sentry.
+        self._unanswered = 0
+        self._limited_until = 0.0
+        self._closed = False
+        self._lost = 0
         self._lost_at_last_flush = 0
+        self._resource_data: tuple[object, dict[str, Any]] | None = None
+        self.transactions_sent = 0
+        self.last_error: str | None = None
+        sink = weakref.ref(self)
+
+        def after_fork_in_child() -> None:
+            alive = sink()
+            if alive is not None:
+                alive._after_fork()
+
+        os.register_at_fork(after_in_child=after_fork_in_child)
+
+    def _after_fork(self) -> None:
+        # What is parked and unanswered is the parent's to send; a parent thread may have held
+        # the lock at the fork.
+        self._lock = threading.Lock()
+        self._parked = OrderedDict()
+        self._parked_roots = {}
+        self._parked_count = 0
+        self._unanswered = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
         ready: list[tuple[ReadableSpan, list[dict[str, Any]]]] = []
@@ -200,6 +288,7 @@ class SentryEnvelopeSink:
                 self._parked_roots.setdefault(parent_id, span)
             while self._parked_count > self._max_parked and self._parked:
                 ready.append(self._unpark_oldest())
+            self._unanswered += sum(1 + len(children) for _, children in ready)
         return self._send(ready, pacer)
 
     def _unpark_oldest(self) -> tuple[ReadableSpan, list[dict[str, Any]]]:
@@ -212,57 +301,172 @@ class SentryEnvelopeSink:
     def _send(
         self, ready: Sequence[tuple[ReadableSpan, list[dict[str, Any]]]], pacer: Pacer
     ) -> bool:
-        if not ready:
-            return True
-        from sentry_sdk.envelope import Envelope
-
-        transport = self._client.transport()
-        if transport is None:
-            return False
-        dsn = self._client.dsn
+        lost_before = self._lost
+        unreachable = False
         for root, children in ready:
             pacer.tick()
-            event = build_transaction(
-                root,
-                children,
-                environment=self._client.environment,
-                release=self._client.release,
-            )
-            envelope = Envelope(
-                headers={
-                    "event_id": event["event_id"],
-                    "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "trace": {
-                        "trace_id": event["contexts"]["trace"]["trace_id"],
-                        "public_key": dsn.public_key,
-                        "sampled": "true",
-                        **({"environment": event["environment"]} if "environment" in event else {}),
-                        **({"release": event["release"]} if "release" in event else {}),
-                        "transaction": event["transaction"],
-                    },
-                }
-            )
-            # Built as a plain dict; sentry-sdk's `Event` TypedDict is the same JSON shape.
-            envelope.add_transaction(event)  # type: ignore[arg-type]
-            transport.capture_envelope(envelope)
-            self.transactions_sent += 1
-        return True
+            spans = 1 + len(children)
+            if unreachable:
+                # One attempt per batch while Sentry does not answer: the rest would each
+                # wait out the same timeout.
+                self._settle(spans, NETWORK_ERROR)
+                continue
+            if time.monotonic() < self._limited_until:
+                self._settle(spans, RATE_LIMITED)
+                continue
+            try:
+                body = self._envelope(root, children)
+            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                self.last_error = f"a transaction could not be encoded: {exc}"
+                self._settle(spans, UNSERIALIZABLE)
+                continue
+            try:
+                answer = self._poster.post(body)
+            except HttpError as exc:
+                unreachable = True
+                self.last_error = str(exc)
+                self._settle(spans, NETWORK_ERROR)
+                continue
+            self._note_rate_limits(answer)
+            status = answer.status
+            if 200 <= status < 300:
+                self.transactions_sent += 1
+                self._settle(spans, None)
+                continue
+            self.last_error = f"Sentry answered HTTP {status}"
+            if status == 429:
+                self._settle(spans, RATE_LIMITED)
+            elif status >= 500:
+                self._settle(spans, SERVER_ERROR)
+            else:
+                self._settle(spans, REJECTED)
+        return self._lost == lost_before
+
+    def _settle(self, spans: int, lost_reason: str | None) -> None:
+        with self._lock:
+            if self._closed:
+                # Shutdown counted everything unanswered then: an answer now changes nothing.
+                return
+            self._unanswered -= spans
+            if lost_reason is None:
+                return
+            self._lost += 1
+        self._drops.add(self.name, lost_reason, spans)
+
+    def _note_rate_limits(self, answer: HttpAnswer) -> None:
+        limit_s = _transaction_limit_s(answer)
+        if limit_s is not None:
+            self._limited_until = max(self._limited_until, time.monotonic() + limit_s)
+
+    def _envelope(self, root: ReadableSpan, children: Sequence[dict[str, Any]]) -> bytes:
+        event = build_transaction(
+            root,
+            children,
+            environment=self._environment,
+            release=self._release,
+            resource_data=self._resource_of(root),
+        )
+        trace_ctx = event["contexts"]["trace"]
+        dsc: dict[str, str] = {
+            "trace_id": trace_ctx["trace_id"],
+            "public_key": self._dsn.public_key,
+            "sampled": "true",
+            "transaction": event["transaction"],
+        }
+        if self._environment:
+            dsc["environment"] = self._environment
+        if self._release:
+            dsc["release"] = self._release
+        header = {
+            "event_id": event["event_id"],
+            "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "sdk": event["sdk"],
+            "trace": dsc,
+        }
+        payload = _dumps(event)
+        item = b'{"type":"transaction","content_type":"application/json","length":%d}' % len(
+            payload
+        )
+        body = b"\n".join((_dumps(header), item, payload))
+        return gzip.compress(body, 1) if self._compress else body
+
+    def _resource_of(self, span: ReadableSpan) -> dict[str, Any]:
+        # Every span of a provider shares its resource: converted once, copied per event.
+        resource = span.resource
+        cached = self._resource_data
+        if cached is None or cached[0] is not resource:
+            cached = self._resource_data = (resource, _data(resource.attributes))
+        return dict(cached[1])
 
     def flush(self, timeout_s: float) -> bool:
         # A flush delivers everything finished, so subtrees still waiting for a parent go now.
         with self._lock:
             ready = [self._unpark_oldest() for _ in range(len(self._parked))]
+            self._unanswered += sum(1 + len(children) for _, children in ready)
         self._send(ready, Pacer())
-        flushed = self._client.flush(timeout_s)
-        # `capture_envelope` only queues: a transaction the transport lost since the last flush
-        # (Sentry refusing connections, say) means this flush did not deliver everything.
-        lost = getattr(self._client, "lost_transactions", 0)
-        delivered = lost == self._lost_at_last_flush
-        self._lost_at_last_flush = lost
-        return bool(flushed) and delivered
+        delivered = self._lost == self._lost_at_last_flush
+        self._lost_at_last_flush = self._lost
+        return delivered
 
     def shutdown(self) -> None:
-        return None
+        with self._lock:
+            self._closed = True
+            left = self._unanswered + self._parked_count
+            self._unanswered = 0
+            self._parked.clear()
+            self._parked_roots.clear()
+            self._parked_count = 0
+        # A post still waiting for Sentry fails now instead of at its timeout.
+        self._poster.close()
+        if left:
+            self._drops.add(self.name, SHUTDOWN_TIMEOUT, left)
+            warn_once(
+                _log,
+                "shutdown:sentry-unanswered",
+                "agent-trace: shutdown gave up on %d spans Sentry (%s) had not answered for "
+                "(see agent_trace.dropped_spans())",
+                left,
+                self._dsn.redacted,
+            )
 
     def describe(self) -> str:
-        return str(self._client.dsn.redacted)
+        return self._dsn.redacted
+
+
+def _dumps(value: Any) -> bytes:
+    # NaN and Infinity are no JSON: `_data` turned them into text, anything left is refused.
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _transaction_limit_s(answer: HttpAnswer) -> float | None:
+    """How long Sentry asks for no transactions, from its answer; None when it does not."""
+    limits = answer.headers.get("x-sentry-rate-limits")
+    if limits:
+        longest: float | None = None
+        # `seconds:categories:scope[:reason[:namespaces]]`, comma separated; no category = all.
+        for entry in limits.split(","):
+            fields = entry.strip().split(":")
+            if len(fields) < 2:
+                continue
+            categories = fields[1].split(";") if fields[1] else []
+            if categories and "transaction" not in categories:
+                continue
+            seconds = _seconds(fields[0])
+            if seconds is not None:
+                longest = seconds if longest is None else max(longest, seconds)
+        if longest is not None or answer.status != 429:
+            return longest
+    if answer.status != 429:
+        return None
+    retry_after = _seconds(answer.headers.get("retry-after", ""))
+    return _DEFAULT_RETRY_AFTER_S if retry_after is None else retry_after
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return min(value, _MAX_RETRY_AFTER_S)
