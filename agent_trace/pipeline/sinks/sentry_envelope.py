@@ -20,8 +20,8 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
@@ -34,7 +34,7 @@ from agent_trace.pipeline.drops import SHUTDOWN_TIMEOUT, DropCounter
 from agent_trace.pipeline.sinks._http import HttpAnswer, HttpError, HttpPoster
 from agent_trace.pipeline.sinks._pacing import Pacer, pacer_for
 
-__all__ = ["SentryEnvelopeSink", "build_transaction", "span_to_sentry"]
+__all__ = ["SentryEnvelopeSink", "span_json", "transaction_json"]
 
 _log = logging.getLogger(__name__)
 
@@ -78,6 +78,9 @@ def _data(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
         # Texts, integers, booleans and finite floats are JSON as they are: almost every value.
         if kind is str or kind is int or kind is bool or (kind is float and value - value == 0):
             continue
+        # Arrays of texts (agents, participants): the encoder writes tuples as JSON arrays.
+        if kind is tuple and all(type(item) is str for item in value):
+            continue
         if unsafe is None:
             unsafe = []
         unsafe.append(key)
@@ -103,73 +106,103 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def span_to_sentry(span: ReadableSpan) -> dict[str, Any]:
-    """A Sentry span (also the shape of a transaction's trace context) for an OTel span."""
+# A JSON string literal for a text, escaped to ASCII (lone surrogates included), in C.
+_quote = json.encoder.encode_basestring_ascii
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"a {type(value).__name__} is not JSON")
+
+
+def _make_encode() -> Callable[[Any], str]:
+    """Compact JSON refusing NaN, without `JSONEncoder.encode`'s per-call set-up: the C
+    encoder is made once (no circular check: attribute values cannot refer to themselves)."""
+    fallback = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return fallback
+    encoder = make(None, _refuse, _quote, None, ":", ",", False, False, False)
+
+    def encode(value: Any) -> str:
+        if type(value) is not dict:
+            return fallback(value)
+        return "".join(encoder(value, 0))
+
+    return encode
+
+
+_encode = _make_encode()
+
+
+class _Parked(NamedTuple):
+    """A finished span converted to the JSON of a Sentry span, waiting for its transaction."""
+
+    span_id: int
+    json: str
+
+
+def _span_fields(span: ReadableSpan, data: Mapping[str, Any]) -> str:
+    """The fields a Sentry span and a transaction's trace context share, as JSON text."""
     ctx = span.context
     assert ctx is not None
+    parent = span.parent
+    parent_field = f'"parent_span_id":"{parent.span_id:016x}",' if parent is not None else ""
+    return (
+        f'"trace_id":"{ctx.trace_id:032x}","span_id":"{ctx.span_id:016x}",{parent_field}'
+        f'"op":{_quote(_op(span, data))},"status":"{_status(span, data)}",'
+        f'"origin":"{_ORIGIN}","data":{_encode(data)}'
+    )
+
+
+def span_json(span: ReadableSpan) -> str:
+    """A Sentry span for an OTel span, as JSON text (written directly: building dicts for
+    `json.dumps` cost twice as much, and this runs for every span)."""
     data = _data(span.attributes)
     start_ns = span.start_time or 0
-    out: dict[str, Any] = {
-        "trace_id": f"{ctx.trace_id:032x}",
-        "span_id": f"{ctx.span_id:016x}",
-        "op": _op(span, data),
-        "description": span.name,
-        "start_timestamp": start_ns / 1e9,
-        "timestamp": (span.end_time or start_ns) / 1e9,
-        "status": _status(span, data),
-        "origin": _ORIGIN,
-        "data": data,
-    }
-    parent = span.parent
-    if parent is not None:
-        out["parent_span_id"] = f"{parent.span_id:016x}"
-    return out
+    end_ns = span.end_time or start_ns
+    return (
+        f'{{{_span_fields(span, data)},"description":{_quote(span.name)},'
+        f'"start_timestamp":{start_ns / 1e9!r},"timestamp":{end_ns / 1e9!r}}}'
+    )
 
 
-def build_transaction(
+def transaction_json(
     root: ReadableSpan,
-    children: Sequence[dict[str, Any]],
+    children: Sequence[str],
     *,
+    event_id: str,
     environment: str | None,
     release: str | None,
-    resource_data: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A transaction event for `root` with already converted descendant spans."""
-    trace_ctx = span_to_sentry(root)
-    start_timestamp = trace_ctx.pop("start_timestamp")
-    timestamp = trace_ctx.pop("timestamp")
-    del trace_ctx["description"]
-    attrs = trace_ctx["data"]
+    resource_json: str,
+) -> str:
+    """A transaction event for `root` with already converted descendant spans, as JSON text."""
+    data = _data(root.attributes)
     tags: dict[str, str] = {}
-    if isinstance(attrs.get(CONSTITUTION_HASH), str):
-        tags["constitutional_hash"] = attrs[CONSTITUTION_HASH]
-    if isinstance(attrs.get(CONVERSATION_ID), str):
-        tags["conversation_id"] = attrs[CONVERSATION_ID]
-    resource = root.resource.attributes
-    service = resource.get("service.name")
+    if isinstance(data.get(CONSTITUTION_HASH), str):
+        tags["constitutional_hash"] = data[CONSTITUTION_HASH]
+    if isinstance(data.get(CONVERSATION_ID), str):
+        tags["conversation_id"] = data[CONVERSATION_ID]
+    service = root.resource.attributes.get("service.name")
     if service:
         tags["service"] = str(service)
-    event: dict[str, Any] = {
-        "type": "transaction",
-        "event_id": uuid.uuid4().hex,
-        "platform": "python",
-        "transaction": root.name,
-        "transaction_info": {"source": "custom"},
-        "start_timestamp": start_timestamp,
-        "timestamp": timestamp,
-        "contexts": {
-            "trace": trace_ctx,
-            "otel": {"resource": _data(resource) if resource_data is None else resource_data},
-        },
-        "spans": list(children),
-        "tags": tags,
-        "sdk": {"name": "agent-trace", "version": __version__},
-    }
+    start_ns = root.start_time or 0
+    end_ns = root.end_time or start_ns
+    extra = ""
     if environment:
-        event["environment"] = environment
+        extra += f',"environment":{_quote(environment)}'
     if release:
-        event["release"] = release
-    return event
+        extra += f',"release":{_quote(release)}'
+    return (
+        f'{{"type":"transaction","event_id":"{event_id}","platform":"python",'
+        f'"transaction":{_quote(root.name)},"transaction_info":{{"source":"custom"}},'
+        f'"start_timestamp":{start_ns / 1e9!r},"timestamp":{end_ns / 1e9!r},'
+        f'"contexts":{{"trace":{{{_span_fields(root, data)}}},'
+        f'"otel":{{"resource":{resource_json}}}}},'
+        f'"spans":[{",".join(children)}],"tags":{_encode(tags)},"sdk":{_SDK}{extra}}}'
+    )
+
+
+_SDK = _encode({"name": "agent-trace", "version": __version__})
 
 
 # Why a transaction did not reach Sentry, as counted in `agent_trace.dropped_spans()`.
@@ -230,7 +263,7 @@ class SentryEnvelopeSink:
         )
         self._max_parked = max_parked_spans
         # parent span id -> converted spans of finished descendants waiting for that parent
-        self._parked: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+        self._parked: OrderedDict[int, list[_Parked]] = OrderedDict()
         self._parked_roots: dict[int, ReadableSpan] = {}
         self._parked_count = 0
         self._lock = threading.Lock()
@@ -240,7 +273,12 @@ class SentryEnvelopeSink:
         self._closed = False
         self._lost = 0
         self._lost_at_last_flush = 0
-        self._resource_data: tuple[object, dict[str, Any]] | None = None
+        self._resource_cache: tuple[object, str] | None = None
+        self._dsc_extra = "".join(
+            f',"{key}":{_quote(value)}'
+            for key, value in (("environment", environment), ("release", release))
+            if value
+        )
         self.transactions_sent = 0
         self.last_error: str | None = None
         sink = weakref.ref(self)
@@ -262,45 +300,67 @@ class SentryEnvelopeSink:
         self._unanswered = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
-        ready: list[tuple[ReadableSpan, list[dict[str, Any]]]] = []
+        ready: list[tuple[ReadableSpan, list[_Parked]]] = []
+        unserializable = 0
         # Converting a batch is pure Python: a paced batch lets the application's threads in.
         pacer = pacer_for(spans)
         with self._lock:
+            parked = self._parked
+            parked_roots = self._parked_roots
             for span in spans:
                 pacer.tick()
                 ctx = span.context
                 assert ctx is not None
-                descendants = self._parked.pop(ctx.span_id, [])
-                self._parked_roots.pop(ctx.span_id, None)
-                self._parked_count -= len(descendants)
-                if span.parent is None or span.parent.is_remote:
+                span_id = ctx.span_id
+                descendants = parked.pop(span_id, None)
+                if descendants is None:
+                    descendants = []
+                else:
+                    del parked_roots[span_id]
+                    self._parked_count -= len(descendants)
+                parent = span.parent
+                if parent is None or parent.is_remote:
                     ready.append((span, descendants))
                     continue
-                parent_id = span.parent.span_id
-                bucket = self._parked.setdefault(parent_id, [])
-                bucket.append(span_to_sentry(span))
+                try:
+                    converted: _Parked | None = _Parked(span_id, span_json(span))
+                except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                    # One span the encoder refuses; its descendants still find their trace.
+                    unserializable += 1
+                    self.last_error = f"a span could not be encoded: {exc}"
+                    converted = None
+                parent_id = parent.span_id
+                bucket = parked.get(parent_id)
+                if bucket is None:
+                    bucket = parked[parent_id] = []
+                    # The topmost finished span of the bucket, in case the parent never comes.
+                    parked_roots[parent_id] = span
+                else:
+                    # Overflow evicts the bucket idle longest, not the oldest: a long session
+                    # whose turns keep finishing stays parked while crashed agents' leftovers
+                    # go first.
+                    parked.move_to_end(parent_id)
+                if converted is not None:
+                    bucket.append(converted)
                 bucket.extend(descendants)
-                self._parked_count += 1 + len(descendants)
-                # Overflow evicts the bucket idle longest, not the oldest: a long session whose
-                # turns keep finishing stays parked while crashed agents' leftovers go first.
-                self._parked.move_to_end(parent_id)
-                # Remember the topmost finished span of the bucket in case the parent never comes.
-                self._parked_roots.setdefault(parent_id, span)
+                self._parked_count += (converted is not None) + len(descendants)
             while self._parked_count > self._max_parked and self._parked:
                 ready.append(self._unpark_oldest())
             self._unanswered += sum(1 + len(children) for _, children in ready)
-        return self._send(ready, pacer)
+            if unserializable:
+                self._lost += 1
+        if unserializable:
+            self._drops.add(self.name, UNSERIALIZABLE, unserializable)
+        return self._send(ready, pacer) and not unserializable
 
-    def _unpark_oldest(self) -> tuple[ReadableSpan, list[dict[str, Any]]]:
+    def _unpark_oldest(self) -> tuple[ReadableSpan, list[_Parked]]:
         parent_id, bucket = self._parked.popitem(last=False)
         self._parked_count -= len(bucket)
         top = self._parked_roots.pop(parent_id)
-        top_id = f"{top.context.span_id:016x}" if top.context else ""
-        return top, [s for s in bucket if s["span_id"] != top_id]
+        top_id = top.context.span_id if top.context else None
+        return top, [parked for parked in bucket if parked.span_id != top_id]
 
-    def _send(
-        self, ready: Sequence[tuple[ReadableSpan, list[dict[str, Any]]]], pacer: Pacer
-    ) -> bool:
+    def _send(self, ready: Sequence[tuple[ReadableSpan, list[_Parked]]], pacer: Pacer) -> bool:
         lost_before = self._lost
         unreachable = False
         for root, children in ready:
@@ -358,45 +418,36 @@ class SentryEnvelopeSink:
         if limit_s is not None:
             self._limited_until = max(self._limited_until, time.monotonic() + limit_s)
 
-    def _envelope(self, root: ReadableSpan, children: Sequence[dict[str, Any]]) -> bytes:
-        event = build_transaction(
+    def _envelope(self, root: ReadableSpan, children: Sequence[_Parked]) -> bytes:
+        event_id = uuid.uuid4().hex
+        payload = transaction_json(
             root,
-            children,
+            [child.json for child in children],
+            event_id=event_id,
             environment=self._environment,
             release=self._release,
-            resource_data=self._resource_of(root),
+            resource_json=self._resource_json(root),
+        ).encode()
+        ctx = root.context
+        assert ctx is not None
+        # The trace's dynamic sampling context, as Sentry's SDKs put it in the header.
+        dsc = (
+            f'{{"trace_id":"{ctx.trace_id:032x}","public_key":{_quote(self._dsn.public_key)},'
+            f'"sampled":"true","transaction":{_quote(root.name)}{self._dsc_extra}}}'
         )
-        trace_ctx = event["contexts"]["trace"]
-        dsc: dict[str, str] = {
-            "trace_id": trace_ctx["trace_id"],
-            "public_key": self._dsn.public_key,
-            "sampled": "true",
-            "transaction": event["transaction"],
-        }
-        if self._environment:
-            dsc["environment"] = self._environment
-        if self._release:
-            dsc["release"] = self._release
-        header = {
-            "event_id": event["event_id"],
-            "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "sdk": event["sdk"],
-            "trace": dsc,
-        }
-        payload = _dumps(event)
-        item = b'{"type":"transaction","content_type":"application/json","length":%d}' % len(
-            payload
-        )
-        body = b"\n".join((_dumps(header), item, payload))
+        sent_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        header = f'{{"event_id":"{event_id}","sent_at":"{sent_at}","sdk":{_SDK},"trace":{dsc}}}'
+        item = f'{{"type":"transaction","content_type":"application/json","length":{len(payload)}}}'
+        body = f"{header}\n{item}\n".encode() + payload
         return gzip.compress(body, 1) if self._compress else body
 
-    def _resource_of(self, span: ReadableSpan) -> dict[str, Any]:
-        # Every span of a provider shares its resource: converted once, copied per event.
+    def _resource_json(self, span: ReadableSpan) -> str:
+        # Every span of a provider shares its resource: encoded once.
         resource = span.resource
-        cached = self._resource_data
+        cached = self._resource_cache
         if cached is None or cached[0] is not resource:
-            cached = self._resource_data = (resource, _data(resource.attributes))
-        return dict(cached[1])
+            cached = self._resource_cache = (resource, _encode(_data(resource.attributes)))
+        return cached[1]
 
     def flush(self, timeout_s: float) -> bool:
         # A flush delivers everything finished, so subtrees still waiting for a parent go now.
@@ -431,11 +482,6 @@ class SentryEnvelopeSink:
 
     def describe(self) -> str:
         return self._dsn.redacted
-
-
-def _dumps(value: Any) -> bytes:
-    # NaN and Infinity are no JSON: `_data` turned them into text, anything left is refused.
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _transaction_limit_s(answer: HttpAnswer) -> float | None:
