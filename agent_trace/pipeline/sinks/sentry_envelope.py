@@ -64,14 +64,17 @@ def _op(span: ReadableSpan, attrs: Mapping[str, Any]) -> str:
 
 def _data(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
     """The attributes as a new dict of JSON-safe values."""
-    if not attrs:
+    if attrs is None:
         return {}
     # The SDK hands out its attributes behind read-only mappings whose item-by-item access
-    # goes through Python code; their `copy()` is the underlying dict's, made in C.
+    # (and even `len()`) goes through Python code; their `copy()` is the underlying dict's,
+    # made in C.
     copy = getattr(attrs, "copy", None)
     data = copy() if copy is not None else None
     if type(data) is not dict:
         data = dict(attrs)
+    if not data:
+        return data
     unsafe = None
     for key, value in data.items():
         kind = type(value)
