@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, NoOpMeter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
@@ -48,6 +48,9 @@ class Metrics:
     """The instruments, created once per configuration."""
 
     def __init__(self, meter: Meter, dropped: Callable[[], dict[tuple[str, str], int]]) -> None:
+        # False on the API's no-op meter (no reader can ever see a measurement): the model
+        # then skips building the labels of measurements nothing records.
+        self.recording = not isinstance(meter, NoOpMeter)
         self.compliance_checks = meter.create_counter(
             "agent_trace.compliance.checks",
             unit="{check}",

@@ -62,8 +62,13 @@ def test_metric_attributes_never_carry_a_session_id(agent_trace_spans: CapturedS
 
 
 def test_dropped_spans_are_a_metric_by_sink_and_reason() -> None:
-    with capture_spans(otlp_endpoint="http://127.0.0.1:9", otlp_protocol="http",
-                       max_queue_size=4, max_export_batch_size=4, export_timeout_s=0.5) as spans:
+    with capture_spans(
+        otlp_endpoint="http://127.0.0.1:9",
+        otlp_protocol="http",
+        max_queue_size=4,
+        max_export_batch_size=4,
+        export_timeout_s=0.5,
+    ) as spans:
         for i in range(40):
             _run_one_session(f"s{i}")
         assert agent_trace.force_flush(timeout_s=5) is False
@@ -115,3 +120,15 @@ def test_metrics_count_sessions_that_sampling_left_out() -> None:
     assert metrics["agent_trace.target.breaches"] == [({"target": "session_budget"}, 3)]
     turns = metrics["agent_trace.turn.duration"]
     assert turns == [({"agent": "ethics"}, 3)]
+
+
+def test_instruments_record_only_when_a_reader_can_see_them() -> None:
+    from opentelemetry.metrics import NoOpMeter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from agent_trace._metrics import Metrics
+
+    assert Metrics(NoOpMeter("agent_trace"), dict).recording is False
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    assert Metrics(provider.get_meter("agent_trace"), dict).recording is True
