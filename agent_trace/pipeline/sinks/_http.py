@@ -33,6 +33,7 @@ _MAX_HEAD = 64 * 1024
 # Answer bodies are discarded; one longer than this is not read, and the connection is closed.
 _MAX_BODY = 1024 * 1024
 _READ = 64 * 1024
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 
 class HttpError(Exception):
@@ -268,38 +269,49 @@ def _read_body(sock: socket.socket, status: int, headers: dict[str, str], buffer
 
 
 def _read_chunks(sock: socket.socket, buffer: bytes) -> bool:
+    """Read and discard a chunked body; False when the connection cannot be reused."""
     total = 0
     while True:
-        while b"\r\n" not in buffer:
-            buffer = _more(sock, buffer)
-        line, _, buffer = buffer.partition(b"\r\n")
-        try:
-            size = int(line.split(b";")[0].strip(), 16)
-        except ValueError:
-            raise HttpError("a malformed chunk in the answer") from None
+        line, buffer = _read_line(sock, buffer)
+        size_text = line.split(b";", 1)[0].strip()
+        if not size_text or size_text.strip(_HEX_DIGITS):
+            raise HttpError("a malformed chunk size in the answer")
+        size = int(size_text, 16)
         if size == 0:
-            # Trailer fields, if any, end with an empty line.
-            while True:
-                while b"\r\n" not in buffer:
-                    buffer = _more(sock, buffer)
-                trailer, _, buffer = buffer.partition(b"\r\n")
-                if not trailer:
-                    return not buffer
+            break
         total += size
-        if size < 0 or total > _MAX_BODY:
+        if total > _MAX_BODY:
             return False
-        while len(buffer) < size + 2:
-            buffer = _more(sock, buffer)
-        buffer = buffer[size + 2 :]
+        # A chunk's data is dropped as it arrives: only its size line is held whole.
+        while len(buffer) < size:
+            size -= len(buffer)
+            buffer = _recv_some(sock)
+        end, buffer = _read_line(sock, buffer[size:])
+        if end:
+            raise HttpError("a chunk in the answer is longer than its size")
+    # Trailer fields, if any, end with an empty line.
+    while True:
+        trailer, buffer = _read_line(sock, buffer)
+        if not trailer:
+            return not buffer
 
 
-def _more(sock: socket.socket, buffer: bytes) -> bytes:
-    if len(buffer) > _MAX_HEAD:
-        raise HttpError("a malformed chunk in the answer")
+def _read_line(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
+    """The next line of a chunked body without its CRLF, and the bytes after it."""
+    while True:
+        end = buffer.find(b"\r\n")
+        if end >= 0:
+            return buffer[:end], buffer[end + 2 :]
+        if len(buffer) > _MAX_HEAD:
+            raise HttpError("a line of a chunked answer is too long")
+        buffer += _recv_some(sock)
+
+
+def _recv_some(sock: socket.socket) -> bytes:
     chunk = sock.recv(_READ)
     if not chunk:
         raise HttpError("the connection closed in the middle of an answer")
-    return buffer + chunk
+    return chunk
 
 
 def _keeps_alive(version: str, headers: Mapping[str, str]) -> bool:
