@@ -52,6 +52,17 @@ _SPAN_KEY = next(
 _MAX_HOPS = 10_000
 # What otel_context.attach() returns with the default (contextvars) runtime context.
 _ContextVarToken = contextvars.Token
+# This process's id, kept here rather than asked of the OS twice a span; a forked child
+# updates it (see `Scope._pid`).
+_process_id = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global _process_id
+    _process_id = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def active_session() -> Session | None:
@@ -134,6 +145,17 @@ class Scope:
     _child_ref: weakref.ref[Scope] | None = None
     # Set on a session whose span the sampler dropped: its scopes skip the parent lookups.
     _sampled_out = False
+    # The rest of a scope's state, until it starts a span: the span (non-recording), the
+    # pipeline that started it, the tokens that restore the context, when it started, and the
+    # process that started it (a forked child inherits open scopes, and ending them there
+    # would export a second copy of the parent's span, same ids).
+    _kind = SpanKind.INTERNAL
+    _span: trace.Span = trace.INVALID_SPAN
+    _pipeline: Pipeline | None = None
+    _token: contextvars.Token[otel_context.Context] | None = None
+    _session_token: contextvars.Token[Session | None] | None = None
+    _start_s = 0.0
+    _pid = 0
 
     def __init__(
         self, session: Session | None, name: str, attrs: dict[str, Any], *, convert: bool = False
@@ -142,15 +164,6 @@ class Scope:
         self._name = name
         self._attrs = attrs
         self._convert = convert
-        self._kind = SpanKind.INTERNAL
-        self._span: trace.Span = trace.INVALID_SPAN
-        self._pipeline: Pipeline | None = None
-        self._token: contextvars.Token[otel_context.Context] | None = None
-        self._session_token: contextvars.Token[Session | None] | None = None
-        self._start_s = 0.0
-        # The process that started the span: a forked child inherits open scopes, and ending
-        # them there would export a second copy of the parent's span (same ids).
-        self._pid = 0
 
     # -- public -------------------------------------------------------------------------------
 
@@ -185,20 +198,24 @@ class Scope:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def _parent_context(self) -> otel_context.Context | None:
-        """Parent on the current span when it belongs to our session's trace, else on the session.
+    def _parent(self) -> tuple[otel_context.Context | None, trace.Span]:
+        """The context to start the span in (None: the current one) and the parent span in it.
 
+        Parent on the current span when it belongs to our session's trace, else on the session.
         Nesting follows the code; a handle used from a foreign context still lands in its session.
         """
+        current = trace.get_current_span()
         session = self._session
         if session is None or session is self:
-            return None
-        current = trace.get_current_span()
+            return None, current
         current_ctx = current.get_span_context()
-        session_ctx = session.span.get_span_context()
-        if current_ctx.is_valid and current_ctx.trace_id == session_ctx.trace_id:
-            return None
-        return trace.set_span_in_context(session.span)
+        session_span = session._span
+        if (
+            current_ctx.is_valid
+            and current_ctx.trace_id == session_span.get_span_context().trace_id
+        ):
+            return None, current
+        return trace.set_span_in_context(session_span), session_span
 
     def _past_ended_scopes(
         self, parent_ctx: otel_context.Context | None
@@ -244,8 +261,7 @@ class Scope:
             # The session's trace is sampled out, so is every span in it (parent-based).
             self._span = session._span
             return
-        parent_ctx = self._parent_context()
-        parent = trace.get_current_span(parent_ctx)
+        parent_ctx, parent = self._parent()
         if not parent.is_recording():
             parent_span_ctx = parent.get_span_context()
             if parent_span_ctx.trace_flags.sampled:
@@ -269,7 +285,7 @@ class Scope:
             record_exception=False,
             set_status_on_exception=False,
         )
-        self._pid = os.getpid()
+        self._pid = _process_id
         if session is not None and session is not self:
             # Ended, marked incomplete, before its session if still open at interpreter exit.
             # Held weakly: a scope abandoned open (its agent died) must not stay in memory, and
@@ -391,7 +407,7 @@ class Scope:
         child_ref = self._child_ref
         if child_ref is not None and self._session is not None:
             self._session._open_children.discard(child_ref)
-        if self._pid and self._pid != os.getpid():
+        if self._pid and self._pid != _process_id:
             # Inherited through fork: the parent process owns this span and ends it.
             return
         duration_s = time.perf_counter() - self._start_s

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from opentelemetry import trace
+
 from agent_trace import _attributes as A
 from agent_trace._log import internal_error, warn_once
 from agent_trace.model._scope import Scope, active_session, optional_tuple
@@ -79,8 +81,9 @@ class Voter(Scope):
         self.cast_value: Any = None
         super().__init__(rnd._session, f"vote {self.agent}", {A.AGENT_NAME: agent}, convert=True)
 
-    def _parent_context(self) -> Any:
-        return self._round._child_context()
+    def _parent(self) -> tuple[Any, trace.Span]:
+        context = self._round._child_context()
+        return context, trace.get_current_span(context)
 
     def cast(
         self,
@@ -149,8 +152,6 @@ class ConsensusRound(Scope):
         return dict(self._votes)
 
     def _child_context(self) -> Any:
-        from opentelemetry import trace
-
         if self._span.get_span_context().is_valid:
             return trace.set_span_in_context(self._span)
         return None
@@ -250,18 +251,21 @@ class ConsensusRound(Scope):
             votes_against=counts["against"],
             votes_abstain=counts["abstain"],
         )
-        if self._span.is_recording():
+        span = self._span
+        if span.is_recording():
+            # Set as they are: counts and a share between 0 and 1 are attribute values already,
+            # only the texts go through the attribute rule.
             p = A.CONSENSUS
-            self.set_attributes(
-                {
-                    p + "votes.for": self.result.votes_for,
-                    p + "votes.against": self.result.votes_against,
-                    p + "votes.abstain": self.result.votes_abstain,
-                    p + "agreement": self.result.agreement,
-                    p + "outcome": outcome,
-                    p + "decision": decision,
-                }
-            )
+            result: dict[str, Any] = {
+                p + "votes.for": counts["for"],
+                p + "votes.against": counts["against"],
+                p + "votes.abstain": counts["abstain"],
+                p + "agreement": self.result.agreement,
+                p + "outcome": A.to_attribute(outcome),
+            }
+            if decision is not None:
+                result[p + "decision"] = A.to_attribute(decision)
+            span.set_attributes(result)
         return self.result
 
     def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:
@@ -271,7 +275,7 @@ class ConsensusRound(Scope):
             else:
                 self.conclude("error")
         pipeline = self._pipeline
-        if pipeline is not None and self.result is not None:
+        if pipeline is not None and self.result is not None and pipeline.metrics.recording:
             labels = {"algorithm": self.algorithm, "outcome": self.result.outcome}
             pipeline.metrics.rounds.add(1, labels)
             pipeline.metrics.round_duration.record(duration_s, labels)
