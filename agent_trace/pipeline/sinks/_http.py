@@ -222,7 +222,11 @@ def _read_head(sock: socket.socket, buffer: bytes) -> tuple[int, str, dict[str, 
     lines = buffer[:end].decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code = rest[:3]
-    if not version.startswith("HTTP/1.") or not code.isdigit():
+    if (
+        version not in ("HTTP/1.0", "HTTP/1.1")
+        or not _is_number(code)
+        or rest[3:4] not in ("", " ")
+    ):
         raise HttpError("the answer is not HTTP/1.x")
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -243,12 +247,13 @@ def _read_body(sock: socket.socket, status: int, headers: dict[str, str], buffer
         return _read_chunks(sock, buffer)
     length_text = headers.get("content-length")
     if length_text is not None:
-        try:
-            length = int(length_text.split(",")[0])
-        except ValueError:
-            raise HttpError("a malformed Content-Length in the answer") from None
-        if length < 0:
+        # Repeated fields were joined: they must all say the same, or the answer's end is
+        # unknown and so is where the next one would start.
+        values = {value.strip() for value in length_text.split(",")}
+        text = values.pop()
+        if values or not _is_number(text):
             raise HttpError("a malformed Content-Length in the answer")
+        length = int(text)
         if length > _MAX_BODY:
             return False
         while len(buffer) < length:
@@ -312,6 +317,11 @@ def _recv_some(sock: socket.socket) -> bytes:
     if not chunk:
         raise HttpError("the connection closed in the middle of an answer")
     return chunk
+
+
+def _is_number(text: str) -> bool:
+    # str.isdigit() alone takes "²" and other digits that int() refuses.
+    return text.isascii() and text.isdigit()
 
 
 def _keeps_alive(version: str, headers: Mapping[str, str]) -> bool:
