@@ -219,6 +219,10 @@ UNSERIALIZABLE = "unserializable"  # a value the JSON encoder refused
 _DEFAULT_RETRY_AFTER_S = 60.0
 _MAX_RETRY_AFTER_S = 3600.0
 _LOOPBACK_HOSTS = ("127.", "localhost", "[::1]")
+# Envelopes posted together (see `HttpPoster.post_many`): the answers to this many small
+# requests fit in the sockets' buffers, so sending all before reading any cannot stall.
+_GROUP_ENVELOPES = 32
+_GROUP_BYTES = 1024 * 1024
 
 
 class SentryEnvelopeSink:
@@ -366,6 +370,10 @@ class SentryEnvelopeSink:
     def _send(self, ready: Sequence[tuple[ReadableSpan, list[_Parked]]], pacer: Pacer) -> bool:
         lost_before = self._lost
         unreachable = False
+        # Envelopes ready to go, (spans in it, body): posted together, pipelined when the
+        # poster can (one write and one wake-up for many requests).
+        group: list[tuple[int, bytes]] = []
+        group_bytes = 0
         for root, children in ready:
             pacer.tick()
             spans = 1 + len(children)
@@ -383,11 +391,36 @@ class SentryEnvelopeSink:
                 self.last_error = f"a transaction could not be encoded: {exc}"
                 self._settle(spans, UNSERIALIZABLE)
                 continue
-            try:
-                answer = self._poster.post(body)
-            except HttpError as exc:
-                unreachable = True
-                self.last_error = str(exc)
+            group.append((spans, body))
+            group_bytes += len(body)
+            if len(group) >= _GROUP_ENVELOPES or group_bytes >= _GROUP_BYTES:
+                unreachable = not self._post(group)
+                group = []
+                group_bytes = 0
+        if group:
+            self._post(group)
+        return self._lost == lost_before
+
+    def _post(self, group: Sequence[tuple[int, bytes]]) -> bool:
+        """Post the envelopes and settle each by Sentry's answer; False if one got none."""
+        bodies = [body for _, body in group]
+        post_many = getattr(self._poster, "post_many", None)
+        if post_many is not None:
+            answers: list[HttpAnswer | HttpError] = post_many(bodies)
+        else:
+            answers = []
+            for body in bodies:
+                try:
+                    answers.append(self._poster.post(body))
+                except HttpError as exc:
+                    answers.append(exc)
+                    break
+        answered = True
+        for index, (spans, _) in enumerate(group):
+            answer = answers[index] if index < len(answers) else HttpError("not sent")
+            if isinstance(answer, HttpError):
+                answered = False
+                self.last_error = str(answer)
                 self._settle(spans, NETWORK_ERROR)
                 continue
             self._note_rate_limits(answer)
@@ -403,7 +436,7 @@ class SentryEnvelopeSink:
                 self._settle(spans, SERVER_ERROR)
             else:
                 self._settle(spans, REJECTED)
-        return self._lost == lost_before
+        return answered
 
     def _settle(self, spans: int, lost_reason: str | None) -> None:
         with self._lock:
