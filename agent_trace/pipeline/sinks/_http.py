@@ -115,10 +115,8 @@ class HttpPoster:
                 except _Stale:
                     # The server closed the idle connection: once more, on a new one.
                     self._drop()
+                    # A new connection is never stale: this raises HttpError, not _Stale.
                     return self._exchange(data)
-            except _Stale:
-                self._drop()
-                raise HttpError("the connection closed before an answer") from None
             except HttpError:
                 self._drop()
                 raise
@@ -166,7 +164,7 @@ class HttpPoster:
         if proxy.authorization:
             lines.append(f"Proxy-Authorization: {proxy.authorization}")
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        status, _, _, rest = _read_head(sock, b"")
+        status, _, _, rest = _read_head(sock, b"", reused=False)
         if status != 200 or rest:
             raise HttpError(f"the proxy refused the tunnel (HTTP {status})")
 
@@ -183,25 +181,24 @@ class HttpPoster:
             if fresh:
                 raise
             raise _Stale from None
-        buffer = b""
-        while True:
-            try:
-                status, version, headers, buffer = _read_head(sock, buffer)
-            except _Stale:
-                if fresh:
-                    raise HttpError("the connection closed before an answer") from None
-                raise
-            if 100 <= status < 200:
-                continue  # `100 Continue` and the like come before the real answer
-            break
+        status, version, headers, buffer = _read_head(sock, b"", reused=not fresh)
+        while 100 <= status < 200:
+            # `100 Continue` and the like come before the real answer. The server has the
+            # request now: a close from here on is an error, never a stale connection.
+            status, version, headers, buffer = _read_head(sock, buffer, reused=False)
         keep_alive = _read_body(sock, status, headers, buffer) and _keeps_alive(version, headers)
         if not keep_alive:
             self._drop()
         return HttpAnswer(status, headers)
 
 
-def _read_head(sock: socket.socket, buffer: bytes) -> tuple[int, str, dict[str, str], bytes]:
-    """Status, HTTP version and headers of the next answer, and the bytes read past them."""
+def _read_head(
+    sock: socket.socket, buffer: bytes, *, reused: bool
+) -> tuple[int, str, dict[str, str], bytes]:
+    """Status, HTTP version and headers of the next answer, and the bytes read past them.
+
+    _Stale when `reused` and the connection ends before the first byte of the answer.
+    """
     while True:
         end = buffer.find(b"\r\n\r\n")
         if end >= 0:
@@ -211,12 +208,12 @@ def _read_head(sock: socket.socket, buffer: bytes) -> tuple[int, str, dict[str, 
         try:
             chunk = sock.recv(_READ)
         except ConnectionResetError:
-            if buffer:
+            if buffer or not reused:
                 raise
             raise _Stale from None
         if not chunk:
-            if buffer:
-                raise HttpError("the connection closed in the middle of an answer")
+            if buffer or not reused:
+                raise HttpError("the connection closed before the end of an answer")
             raise _Stale
         buffer += chunk
     lines = buffer[:end].decode("latin-1").split("\r\n")
