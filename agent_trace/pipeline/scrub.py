@@ -385,21 +385,27 @@ class Scrubber:
         items = _items(attrs)
         if not items:
             return None, []
+        # The keys whose (key, value) pair is not known clean; None: every key is judged.
+        unsettled: set[str] | None
         try:
+            # At C speed: whether every pair was seen clean before, else which were not.
             if items <= self._clean_items:
                 return None, []
+            unsettled = {key for key, _ in items - self._clean_items}
         except Exception:
             # An unhashable value (a map set through the raw API) or one whose hash raises:
             # the attributes are judged one by one below.
-            pass
+            unsettled = None
         touched: list[str] = []
         out: dict[str, AttributeValue] | None = None
         verdicts = self._key_verdicts
         clean = self._clean_texts
         for key, value in items:
-            # This loop runs for the attributes of a span not settled above, on the
-            # application's thread: a harmless key with a number, or with a text seen clean
-            # before, is settled here.
+            if unsettled is not None and key not in unsettled:
+                continue
+            # This loop runs for the attributes not settled above, on the application's
+            # thread: a harmless key with a number, or with a text seen clean before, is
+            # settled here.
             if verdicts.get(key) is False:
                 if isinstance(value, str):
                     if value in clean:
