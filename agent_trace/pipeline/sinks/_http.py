@@ -84,6 +84,9 @@ class HttpPoster:
         self._tls: ssl.SSLContext | None = _tls_context() if self._https else None
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        # The socket of a connection being set up (connect, tunnel, TLS handshake): close()
+        # shuts it down to wake the request waiting on it.
+        self._opening: socket.socket | None = None
         self._closed = False
         poster = weakref.ref(self)
 
@@ -100,6 +103,10 @@ class HttpPoster:
         # Closing the child's copy of the socket leaves the parent's connection open.
         self._lock = threading.Lock()
         self._drop()
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            with contextlib.suppress(OSError):
+                opening.close()
 
     def post(self, body: bytes, headers: Mapping[str, str] | None = None) -> HttpAnswer:
         """Send `body`; the answer's status and headers, or HttpError."""
@@ -113,8 +120,11 @@ class HttpPoster:
                 try:
                     return self._exchange(data)
                 except _Stale:
-                    # The server closed the idle connection: once more, on a new one.
+                    # The server closed the idle connection: once more, on a new one, unless
+                    # the end came from close(), which shut the connection down under us.
                     self._drop()
+                    if self._closed:
+                        raise HttpError("the poster was closed during the request") from None
                     # A new connection is never stale: this raises HttpError, not _Stale.
                     return self._exchange(data)
             except HttpError:
@@ -125,13 +135,19 @@ class HttpPoster:
                 raise HttpError(f"{type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
-        """Close the connection; a request blocked on it now fails at once."""
+        """Close the connection; a request blocked on it, or on setting it up, fails at once.
+
+        Only a name lookup (getaddrinfo) cannot be interrupted: a request in one ends when
+        the lookup does.
+        """
         self._closed = True
-        sock = self._sock
-        if sock is not None:
-            # Wakes a thread blocked in recv() on it, which close() alone does not.
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        # Wakes a thread blocked in connect(), recv() or a handshake on either socket, which
+        # close() alone does not. A request publishes its new socket before it looks at
+        # _closed, this reads the sockets after setting it: one of the two sees the other.
+        for sock in (self._sock, self._opening):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         with self._lock:
             self._drop()
 
@@ -142,20 +158,53 @@ class HttpPoster:
                 sock.close()
 
     def _connect(self) -> socket.socket:
-        proxy = self._proxy
-        address = (proxy.host, proxy.port) if proxy is not None else (self._host, self._port)
-        sock = socket.create_connection(address, timeout=self._timeout_s)
         try:
-            # Headers and body leave in one write; the answer must not wait for a delayed ACK.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if proxy is not None and self._https:
-                self._tunnel(sock, proxy)
-            if self._tls is not None:
-                sock = self._tls.wrap_socket(sock, server_hostname=self._host)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+            sock = self._open()
+            try:
+                # Headers and body leave in one write; the answer must not wait for a
+                # delayed ACK.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self._proxy is not None and self._https:
+                    self._tunnel(sock, self._proxy)
+                if self._tls is not None:
+                    sock = self._opening = self._tls.wrap_socket(
+                        sock, server_hostname=self._host, do_handshake_on_connect=False
+                    )
+                    self._raise_if_closed()
+                    sock.do_handshake()
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        finally:
+            self._opening = None
+
+    def _open(self) -> socket.socket:
+        """A socket connected to the first address of the server (or proxy) that accepts."""
+        proxy = self._proxy
+        host, port = (proxy.host, proxy.port) if proxy is not None else (self._host, self._port)
+        failure: Exception = HttpError(f"no address for {host}")
+        for family, kind, protocol, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        ):
+            sock = self._opening = socket.socket(family, kind, protocol)
+            try:
+                sock.settimeout(self._timeout_s)
+                self._raise_if_closed()
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                sock.close()
+                failure = exc
+            except BaseException:
+                sock.close()
+                raise
+        self._raise_if_closed()
+        raise failure
+
+    def _raise_if_closed(self) -> None:
+        if self._closed:
+            raise HttpError("the poster is closed")
 
     def _tunnel(self, sock: socket.socket, proxy: _Proxy) -> None:
         authority = f"[{self._host}]" if ":" in self._host else self._host
