@@ -549,7 +549,6 @@ def test_a_server_that_never_answers_is_an_error_after_the_timeout(
     assert server.connections == 1
 
 
-@fault("the timeout bounds each read, not the request")
 def test_a_server_that_trickles_its_answer_is_an_error_after_the_timeout(
     serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
 ) -> None:

@@ -20,6 +20,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 import urllib.request
 import weakref
@@ -34,6 +35,7 @@ _MAX_HEAD = 64 * 1024
 _MAX_BODY = 1024 * 1024
 _READ = 64 * 1024
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
+_SLACK_S = 0.01
 
 
 class HttpError(Exception):
@@ -54,7 +56,9 @@ class HttpPoster:
     """Posts to one URL over one connection at a time, opened on first use and kept alive.
 
     Thread-safe (one request at a time); after a fork the child opens a connection of its own
-    and never writes into the parent's.
+    and never writes into the parent's. `timeout_s` bounds a request as a whole: connecting,
+    a proxy's tunnel, sending and the answer, the retry on a new connection included (each
+    read of a TLS handshake, not all of them together, and not a name lookup).
     """
 
     def __init__(self, url: str, *, timeout_s: float, headers: Mapping[str, str]) -> None:
@@ -116,9 +120,12 @@ class HttpPoster:
             if self._closed:
                 raise HttpError("the connection is closed")
             data = request + body
+            # The timeout bounds the whole request, retry included: a server that trickles
+            # its answer a byte at a time cannot hold the export thread past it.
+            deadline = time.monotonic() + self._timeout_s
             try:
                 try:
-                    return self._exchange(data)
+                    return self._exchange(data, deadline)
                 except _Stale:
                     # The server closed the idle connection: once more, on a new one, unless
                     # the end came from close(), which shut the connection down under us.
@@ -126,7 +133,7 @@ class HttpPoster:
                     if self._closed:
                         raise HttpError("the poster was closed during the request") from None
                     # A new connection is never stale: this raises HttpError, not _Stale.
-                    return self._exchange(data)
+                    return self._exchange(data, deadline)
             except HttpError:
                 self._drop()
                 raise
@@ -157,20 +164,22 @@ class HttpPoster:
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def _connect(self) -> socket.socket:
+    def _connect(self, deadline: float) -> socket.socket:
         try:
-            sock = self._open()
+            sock = self._open(deadline)
             try:
                 # Headers and body leave in one write; the answer must not wait for a
                 # delayed ACK.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self._proxy is not None and self._https:
-                    self._tunnel(sock, self._proxy)
+                    self._tunnel(sock, self._proxy, deadline)
                 if self._tls is not None:
                     sock = self._opening = self._tls.wrap_socket(
                         sock, server_hostname=self._host, do_handshake_on_connect=False
                     )
                     self._raise_if_closed()
+                    # Each of the handshake's reads may wait this long, not all of them.
+                    _limit(sock, deadline)
                     sock.do_handshake()
             except BaseException:
                 sock.close()
@@ -179,7 +188,7 @@ class HttpPoster:
         finally:
             self._opening = None
 
-    def _open(self) -> socket.socket:
+    def _open(self, deadline: float) -> socket.socket:
         """A socket connected to the first address of the server (or proxy) that accepts."""
         proxy = self._proxy
         host, port = (proxy.host, proxy.port) if proxy is not None else (self._host, self._port)
@@ -189,7 +198,7 @@ class HttpPoster:
         ):
             sock = self._opening = socket.socket(family, kind, protocol)
             try:
-                sock.settimeout(self._timeout_s)
+                _limit(sock, deadline)
                 self._raise_if_closed()
                 sock.connect(address)
                 return sock
@@ -206,43 +215,45 @@ class HttpPoster:
         if self._closed:
             raise HttpError("the poster is closed")
 
-    def _tunnel(self, sock: socket.socket, proxy: _Proxy) -> None:
+    def _tunnel(self, sock: socket.socket, proxy: _Proxy, deadline: float) -> None:
         authority = f"[{self._host}]" if ":" in self._host else self._host
         authority = f"{authority}:{self._port}"
         lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
         if proxy.authorization:
             lines.append(f"Proxy-Authorization: {proxy.authorization}")
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        status, _, _, rest = _read_head(sock, b"", reused=False)
+        status, _, _, rest = _read_head(sock, b"", deadline, reused=False)
         if status != 200 or rest:
             raise HttpError(f"the proxy refused the tunnel (HTTP {status})")
 
-    def _exchange(self, request: bytes) -> HttpAnswer:
+    def _exchange(self, request: bytes, deadline: float) -> HttpAnswer:
         sock = self._sock
         if sock is None:
-            sock = self._sock = self._connect()
+            sock = self._sock = self._connect(deadline)
             fresh = True
         else:
             fresh = False
         try:
+            # sendall() takes its timeout for the whole body, not for each write.
+            _limit(sock, deadline)
             sock.sendall(request)
         except (BrokenPipeError, ConnectionResetError):
             if fresh:
                 raise
             raise _Stale from None
-        status, version, headers, buffer = _read_head(sock, b"", reused=not fresh)
+        status, version, headers, buffer = _read_head(sock, b"", deadline, reused=not fresh)
         while 100 <= status < 200:
             # `100 Continue` and the like come before the real answer. The server has the
             # request now: a close from here on is an error, never a stale connection.
-            status, version, headers, buffer = _read_head(sock, buffer, reused=False)
-        keep_alive = _read_body(sock, status, headers, buffer) and _keeps_alive(version, headers)
-        if not keep_alive:
+            status, version, headers, buffer = _read_head(sock, buffer, deadline, reused=False)
+        keep_alive = _read_body(sock, status, headers, buffer, deadline)
+        if not (keep_alive and _keeps_alive(version, headers)):
             self._drop()
         return HttpAnswer(status, headers)
 
 
 def _read_head(
-    sock: socket.socket, buffer: bytes, *, reused: bool
+    sock: socket.socket, buffer: bytes, deadline: float, *, reused: bool
 ) -> tuple[int, str, dict[str, str], bytes]:
     """Status, HTTP version and headers of the next answer, and the bytes read past them.
 
@@ -255,7 +266,7 @@ def _read_head(
         if len(buffer) > _MAX_HEAD:
             raise HttpError("the answer's headers are too long")
         try:
-            chunk = sock.recv(_READ)
+            chunk = _recv(sock, deadline)
         except ConnectionResetError:
             if buffer or not reused:
                 raise
@@ -285,45 +296,46 @@ def _read_head(
     return int(code), version, headers, buffer[end + 4 :]
 
 
-def _read_body(sock: socket.socket, status: int, headers: dict[str, str], buffer: bytes) -> bool:
+def _read_body(
+    sock: socket.socket, status: int, headers: dict[str, str], buffer: bytes, deadline: float
+) -> bool:
     """Read and discard the answer's body; False when the connection cannot be reused."""
     if status in (204, 304):
         return not buffer
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        return _read_chunks(sock, buffer)
+        return _read_chunks(sock, buffer, deadline)
     length_text = headers.get("content-length")
     if length_text is not None:
         # Repeated fields were joined: they must all say the same, or the answer's end is
         # unknown and so is where the next one would start.
-        values = {value.strip() for value in length_text.split(",")}
-        text = values.pop()
-        if values or not _is_number(text):
+        if "," in length_text:
+            values = {value.strip() for value in length_text.split(",")}
+            length_text = values.pop() if len(values) == 1 else ""
+        if not _is_number(length_text):
             raise HttpError("a malformed Content-Length in the answer")
-        length = int(text)
+        length = int(length_text)
         if length > _MAX_BODY:
             return False
-        while len(buffer) < length:
-            chunk = sock.recv(_READ)
-            if not chunk:
-                raise HttpError("the connection closed in the middle of an answer")
-            buffer += chunk
+        left = length - len(buffer)
+        while left > 0:
+            left -= len(_recv_some(sock, deadline))
         # Nothing may follow an answer we did not ask for: the connection is not reused.
-        return len(buffer) == length
+        return left == 0
     # No length: the body runs to the connection's end.
     read = len(buffer)
     while read <= _MAX_BODY:
-        chunk = sock.recv(_READ)
+        chunk = _recv(sock, deadline)
         if not chunk:
             break
         read += len(chunk)
     return False
 
 
-def _read_chunks(sock: socket.socket, buffer: bytes) -> bool:
+def _read_chunks(sock: socket.socket, buffer: bytes, deadline: float) -> bool:
     """Read and discard a chunked body; False when the connection cannot be reused."""
     total = 0
     while True:
-        line, buffer = _read_line(sock, buffer)
+        line, buffer = _read_line(sock, buffer, deadline)
         size_text = line.split(b";", 1)[0].strip()
         if not size_text or size_text.strip(_HEX_DIGITS):
             raise HttpError("a malformed chunk size in the answer")
@@ -336,18 +348,18 @@ def _read_chunks(sock: socket.socket, buffer: bytes) -> bool:
         # A chunk's data is dropped as it arrives: only its size line is held whole.
         while len(buffer) < size:
             size -= len(buffer)
-            buffer = _recv_some(sock)
-        end, buffer = _read_line(sock, buffer[size:])
+            buffer = _recv_some(sock, deadline)
+        end, buffer = _read_line(sock, buffer[size:], deadline)
         if end:
             raise HttpError("a chunk in the answer is longer than its size")
     # Trailer fields, if any, end with an empty line.
     while True:
-        trailer, buffer = _read_line(sock, buffer)
+        trailer, buffer = _read_line(sock, buffer, deadline)
         if not trailer:
             return not buffer
 
 
-def _read_line(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
+def _read_line(sock: socket.socket, buffer: bytes, deadline: float) -> tuple[bytes, bytes]:
     """The next line of a chunked body without its CRLF, and the bytes after it."""
     while True:
         end = buffer.find(b"\r\n")
@@ -355,14 +367,32 @@ def _read_line(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
             return buffer[:end], buffer[end + 2 :]
         if len(buffer) > _MAX_HEAD:
             raise HttpError("a line of a chunked answer is too long")
-        buffer += _recv_some(sock)
+        buffer += _recv_some(sock, deadline)
 
 
-def _recv_some(sock: socket.socket) -> bytes:
-    chunk = sock.recv(_READ)
+def _recv_some(sock: socket.socket, deadline: float) -> bytes:
+    chunk = _recv(sock, deadline)
     if not chunk:
         raise HttpError("the connection closed in the middle of an answer")
     return chunk
+
+
+def _recv(sock: socket.socket, deadline: float) -> bytes:
+    """The next bytes from `sock` (b"" at the connection's end), waiting until `deadline`."""
+    _limit(sock, deadline)
+    return sock.recv(_READ)
+
+
+def _limit(sock: socket.socket, deadline: float) -> None:
+    """Make the next wait on `sock` end at `deadline` (give or take _SLACK_S)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise HttpError("no answer within the timeout")
+    # settimeout() costs a system call: the previous wait's timeout stays while it is close
+    # to the time left, which on a fast connection is most of the time.
+    timeout = sock.gettimeout()
+    if timeout is None or abs(timeout - left) > _SLACK_S:
+        sock.settimeout(left)
 
 
 def _is_number(text: str) -> bool:
