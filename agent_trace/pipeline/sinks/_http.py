@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import socket
 import ssl
 import threading
@@ -36,6 +37,7 @@ _MAX_BODY = 1024 * 1024
 _READ = 64 * 1024
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 _SLACK_S = 0.01
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class HttpError(Exception):
@@ -59,6 +61,10 @@ class HttpPoster:
     and never writes into the parent's. `timeout_s` bounds a request as a whole: connecting,
     a proxy's tunnel, sending and the answer, the retry on a new connection included (each
     read of a TLS handshake, not all of them together, and not a name lookup).
+
+    Raises ValueError for a URL that is not http(s), and for a header whose name is not an
+    HTTP token or whose value holds a line break or is not Latin-1 text: such a header would
+    end its line early and forge the rest of the request.
     """
 
     def __init__(self, url: str, *, timeout_s: float, headers: Mapping[str, str]) -> None:
@@ -66,7 +72,9 @@ class HttpPoster:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {parts.scheme}://{parts.hostname}")
         self._https = parts.scheme == "https"
-        self._host = parts.hostname
+        # A name outside ASCII goes on the wire (Host, a proxy's target, TLS) in IDNA form.
+        hostname = parts.hostname
+        self._host = hostname if hostname.isascii() else hostname.encode("idna").decode("ascii")
         self._port = parts.port or (443 if self._https else 80)
         default_port = self._port == (443 if self._https else 80)
         host_header = f"[{self._host}]" if ":" in self._host else self._host
@@ -77,14 +85,16 @@ class HttpPoster:
         target = parts.path or "/"
         if parts.query:
             target = f"{target}?{parts.query}"
-        lines = [f"Host: {host_header}"]
+        # Spaces, line breaks and non-ASCII characters are escaped; escapes already there stay.
+        target = urllib.parse.quote(target, safe="/?&=%:@!$'()*+,;~")
+        fields = {"Host": host_header}
         if self._proxy is not None and not self._https:
             # A plain-HTTP proxy takes the whole URL as the target, and its credentials here.
             target = f"{parts.scheme}://{host_header}{target}"
             if self._proxy.authorization:
-                lines.append(f"Proxy-Authorization: {self._proxy.authorization}")
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        self._head = f"POST {target} HTTP/1.1\r\n" + "".join(f"{line}\r\n" for line in lines)
+                fields["Proxy-Authorization"] = self._proxy.authorization
+        self._head = f"POST {target} HTTP/1.1\r\n".encode("ascii") + _header_lines(fields)
+        self._head += _header_lines(headers)
         self._tls: ssl.SSLContext | None = _tls_context() if self._https else None
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
@@ -113,13 +123,16 @@ class HttpPoster:
                 opening.close()
 
     def post(self, body: bytes, headers: Mapping[str, str] | None = None) -> HttpAnswer:
-        """Send `body`; the answer's status and headers, or HttpError."""
-        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-        request = f"{self._head}{extra}Content-Length: {len(body)}\r\n\r\n".encode("latin-1")
+        """Send `body`; the answer's status and headers, or HttpError.
+
+        `headers` are sent after the poster's own; ValueError for one that cannot be sent as
+        given (see the class).
+        """
+        extra = _header_lines(headers) if headers else b""
+        data = b"".join((self._head, extra, b"Content-Length: %d\r\n\r\n" % len(body), body))
         with self._lock:
             if self._closed:
                 raise HttpError("the connection is closed")
-            data = request + body
             # The timeout bounds the whole request, retry included: a server that trickles
             # its answer a byte at a time cannot hold the export thread past it.
             deadline = time.monotonic() + self._timeout_s
@@ -250,6 +263,21 @@ class HttpPoster:
         if not (keep_alive and _keeps_alive(version, headers)):
             self._drop()
         return HttpAnswer(status, headers)
+
+
+def _header_lines(headers: Mapping[str, str]) -> bytes:
+    lines = []
+    for name, value in headers.items():
+        # The value is not shown: it may be a credential (X-Sentry-Auth).
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"cannot send the header {name!r}: its name is not an HTTP token")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"cannot send the header {name!r}: its value holds a line break")
+        try:
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        except UnicodeEncodeError:
+            raise ValueError(f"cannot send the header {name!r}: its value is not Latin-1") from None
+    return b"".join(lines)
 
 
 def _read_head(
