@@ -21,16 +21,18 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
-    ParentBased,
+    Decision,
     Sampler,
+    SamplingResult,
     TraceIdRatioBased,
 )
+from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
 
 from agent_trace._attributes import MAX_VALUE_LENGTH
 from agent_trace._version import __version__
 
-__all__ = ["SPAN_LIMITS", "DelegatingTracerProvider", "build_provider"]
+__all__ = ["SPAN_LIMITS", "DelegatingTracerProvider", "ParentOrRootSampler", "build_provider"]
 
 # Limits for every span: a consensus round over hundreds of agents keeps its first 128
 # attributes/links/events and counts the rest as dropped instead of growing without bound.
@@ -86,7 +88,7 @@ def build_provider(
     attrs.setdefault("telemetry.distro.name", "agent-trace")
     attrs.setdefault("telemetry.distro.version", __version__)
     return TracerProvider(
-        sampler=ParentBased(_root_sampler(sample_rate)),
+        sampler=ParentOrRootSampler(_root_sampler(sample_rate)),
         resource=Resource.create(attrs),
         span_limits=SPAN_LIMITS,
         id_generator=PrivateRandomIdGenerator(),
@@ -102,6 +104,44 @@ def _root_sampler(sample_rate: float) -> Sampler:
     if sample_rate <= 0.0:
         return ALWAYS_OFF
     return TraceIdRatioBased(sample_rate)
+
+
+class ParentOrRootSampler(Sampler):
+    """The SDK's `ParentBased(root)` with its default delegates, in one step.
+
+    A span with a valid parent (local or remote) is sampled exactly when its parent is, and
+    keeps the parent's trace state; a root span asks `root`. `ParentBased` reaches the same
+    decisions through a second sampler call that looks up the parent span again: one call and
+    one lookup fewer for every span that has a parent.
+    """
+
+    def __init__(self, root: Sampler) -> None:
+        self._root = root
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        parent = trace.get_current_span(parent_context).get_span_context()
+        if parent is not None and parent.is_valid:
+            if parent.trace_flags.sampled:
+                return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent.trace_state)
+            return SamplingResult(Decision.DROP, None, parent.trace_state)
+        return self._root.should_sample(parent_context, trace_id, name, kind, attributes, links)
+
+    def get_description(self) -> str:
+        root = self._root.get_description()
+        return (
+            f"ParentBased{{root:{root},remoteParentSampled:AlwaysOnSampler,"
+            "remoteParentNotSampled:AlwaysOffSampler,localParentSampled:AlwaysOnSampler,"
+            "localParentNotSampled:AlwaysOffSampler}"
+        )
 
 
 class DelegatingTracerProvider(trace.TracerProvider):
