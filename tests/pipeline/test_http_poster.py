@@ -471,6 +471,66 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_and_the_body_sent
     assert server.bodies_by_connection() == [[b"first"], [b"second"]]
 
 
+def test_a_request_the_server_closes_on_unanswered_is_sent_once_more_on_a_new_connection(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
+) -> None:
+    def handle(conn: Conn) -> None:
+        if conn.index == 0:
+            conn.read_request()
+            conn.send(OK)
+            # The idle timer fires as the next request arrives: closed without a byte back.
+            conn.read_request()
+            conn.sock.close()
+            return
+        answering()(conn)
+
+    server = serve(handle)
+    poster = make_poster(server.url)
+    poster.post(b"first")
+
+    answer = poster.post(b"second")
+
+    assert answer.status == 200
+    assert server.bodies_by_connection() == [[b"first", b"second"], [b"second"]]
+
+
+UNSOLICITED = {
+    # Some servers say why they end an idle kept-alive connection before closing it.
+    "a 408 before the close": b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+    b"Content-Length: 0\r\n\r\n",
+    # A body longer than its Content-Length, the rest sent after the answer was read.
+    "the rest of a body longer than announced": b"ay, and more",
+}
+
+
+@pytest.mark.parametrize("unsolicited", list(UNSOLICITED))
+def test_bytes_that_came_on_an_idle_connection_are_not_taken_for_the_next_answer(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster], unsolicited: str
+) -> None:
+    sent = threading.Event()
+
+    def handle(conn: Conn) -> None:
+        if conn.index == 0:
+            conn.read_request()
+            conn.send(OK)
+            time.sleep(0.05)  # the client has read its answer by now, as in real life
+            conn.send(UNSOLICITED[unsolicited])
+            sent.set()
+            conn.hang()
+        answering()(conn)
+
+    server = serve(handle)
+    poster = make_poster(server.url)
+    assert poster.post(b"first").status == 200
+    assert sent.wait(PROMPT_S)
+    time.sleep(0.05)  # lets the bytes reach the client's socket
+
+    answer = poster.post(b"second")
+
+    assert answer.status == 200
+    assert server.bodies_by_connection() == [[b"first"], [b"second"]]
+
+
 def test_a_connection_closed_after_a_100_continue_is_not_posted_to_again(
     serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
 ) -> None:

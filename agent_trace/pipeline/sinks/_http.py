@@ -7,7 +7,8 @@ parsing the answer's headers with the email package), a socket and the parser be
 
 Only what a POST to an ingestion endpoint needs: answers with a length, in chunks or up to
 the connection's end; `1xx` answers skipped; a kept-alive connection that the server closed
-while idle is replaced once, at the first request that finds it closed; proxies from the
+(or sent bytes on) while idle is replaced before it is written to, and a request that one
+closes on before a byte of its answer is sent once more, on a new connection; proxies from the
 environment (`https_proxy`, `http_proxy`, `no_proxy`), as `requests` and sentry-sdk honour
 them. Bodies of answers are read and thrown away.
 """
@@ -18,6 +19,7 @@ import base64
 import contextlib
 import os
 import re
+import select
 import socket
 import ssl
 import threading
@@ -98,6 +100,8 @@ class HttpPoster:
         self._tls: ssl.SSLContext | None = _tls_context() if self._https else None
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        # Polls the kept-alive connection for anything that arrived while it was idle.
+        self._idle_poll: select.poll | None = None
         # The socket of a connection being set up (connect, tunnel, TLS handshake): close()
         # shuts it down to wake the request waiting on it.
         self._opening: socket.socket | None = None
@@ -172,6 +176,7 @@ class HttpPoster:
             self._drop()
 
     def _drop(self) -> None:
+        self._idle_poll = None
         sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -240,9 +245,16 @@ class HttpPoster:
             raise HttpError(f"the proxy refused the tunnel (HTTP {status})")
 
     def _exchange(self, request: bytes, deadline: float) -> HttpAnswer:
+        if self._idle_poll is not None and self._idle_poll.poll(0):
+            # Readable while idle: the server closed the connection, or sent what no request
+            # asked for (a 408 before closing, a body longer than it said). An answer read
+            # from it would not be this request's: the request goes on a new connection.
+            self._drop()
         sock = self._sock
         if sock is None:
             sock = self._sock = self._connect(deadline)
+            self._idle_poll = select.poll()
+            self._idle_poll.register(sock, select.POLLIN)
             fresh = True
         else:
             fresh = False
