@@ -929,6 +929,23 @@ def test_no_proxy_sends_a_listed_host_past_the_proxy(
     assert origin.requests[0][1].line == f"POST {PATH} HTTP/1.1".encode()
 
 
+def test_no_proxy_may_name_the_host_with_its_port(
+    serve: Callable[..., Server],
+    make_poster: Callable[..., HttpPoster],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy = serve(answering())
+    origin = serve(answering())
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("no_proxy", f"127.0.0.1:{origin.port}")
+    poster = make_poster(origin.url)
+
+    poster.post(b"direct")
+
+    assert proxy.connections == 0
+    assert origin.bodies() == [b"direct"]
+
+
 def test_an_https_proxy_setting_does_not_apply_to_plain_http(
     serve: Callable[..., Server],
     make_poster: Callable[..., HttpPoster],

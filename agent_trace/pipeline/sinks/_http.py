@@ -83,7 +83,7 @@ class HttpPoster:
         if not default_port:
             host_header = f"{host_header}:{self._port}"
         self._timeout_s = timeout_s
-        self._proxy = _proxy_for(parts.scheme, self._host)
+        self._proxy = _proxy_for(parts.scheme, self._host, self._port)
         target = parts.path or "/"
         if parts.query:
             target = f"{target}?{parts.query}"
@@ -453,11 +453,15 @@ class _Proxy(NamedTuple):
     authorization: str | None
 
 
-def _proxy_for(scheme: str, host: str) -> _Proxy | None:
+def _proxy_for(scheme: str, host: str, port: int) -> _Proxy | None:
     """The proxy the environment names for `scheme`, unless `no_proxy` exempts `host`."""
     proxies = urllib.request.getproxies()
     url = proxies.get(scheme)
-    if not url or urllib.request.proxy_bypass(host):
+    if not url:
+        return None
+    # `no_proxy` may name a host, or a host and port.
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if urllib.request.proxy_bypass(host) or urllib.request.proxy_bypass(authority):
         return None
     if "://" not in url:
         url = f"http://{url}"
