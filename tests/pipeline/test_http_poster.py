@@ -946,6 +946,33 @@ def test_no_proxy_may_name_the_host_with_its_port(
     assert origin.bodies() == [b"direct"]
 
 
+@pytest.mark.parametrize(
+    ("variable", "url", "proxy_scheme"),
+    [
+        ("https_proxy", f"https://127.0.0.1{PATH}", "https"),
+        ("http_proxy", f"http://127.0.0.1{PATH}", "https"),
+        ("http_proxy", f"http://127.0.0.1{PATH}", "socks5"),
+    ],
+)
+def test_a_proxy_spoken_to_in_another_protocol_is_refused_and_never_sent_its_credentials(
+    serve: Callable[..., Server],
+    make_poster: Callable[..., HttpPoster],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    url: str,
+    proxy_scheme: str,
+) -> None:
+    proxy = serve(answering())
+    monkeypatch.setenv(variable, f"{proxy_scheme}://agent:SECRET@127.0.0.1:{proxy.port}")
+    poster = make_poster(url)
+
+    with pytest.raises(HttpError) as refused:
+        poster.post(b"body")
+
+    assert "SECRET" not in str(refused.value)
+    assert proxy.connections == 0
+
+
 def test_an_https_proxy_setting_does_not_apply_to_plain_http(
     serve: Callable[..., Server],
     make_poster: Callable[..., HttpPoster],

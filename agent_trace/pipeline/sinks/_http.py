@@ -10,7 +10,8 @@ the connection's end; `1xx` answers skipped; a kept-alive connection that the se
 (or sent bytes on) while idle is replaced before it is written to, and a request that one
 closes on before a byte of its answer is sent once more, on a new connection; proxies from the
 environment (`https_proxy`, `http_proxy`, `no_proxy`), as `requests` and sentry-sdk honour
-them. Bodies of answers are read and thrown away.
+them, when they are http:// proxies (for an https:// or SOCKS one every request is an
+HttpError). Bodies of answers are read and thrown away.
 """
 
 from __future__ import annotations
@@ -209,6 +210,8 @@ class HttpPoster:
     def _open(self, deadline: float) -> socket.socket:
         """A socket connected to the first address of the server (or proxy) that accepts."""
         proxy = self._proxy
+        if proxy is not None and proxy.refusal is not None:
+            raise HttpError(proxy.refusal)
         host, port = (proxy.host, proxy.port) if proxy is not None else (self._host, self._port)
         failure: Exception = HttpError(f"no address for {host}")
         for family, kind, protocol, _, address in socket.getaddrinfo(
@@ -451,6 +454,8 @@ class _Proxy(NamedTuple):
     host: str
     port: int
     authorization: str | None
+    # Why the proxy cannot be used (a scheme other than http://), or None.
+    refusal: str | None
 
 
 def _proxy_for(scheme: str, host: str, port: int) -> _Proxy | None:
@@ -468,13 +473,21 @@ def _proxy_for(scheme: str, host: str, port: int) -> _Proxy | None:
     parts = urllib.parse.urlsplit(url)
     if not parts.hostname:
         return None
+    refusal = None
+    if parts.scheme != "http":
+        # TLS to the proxy (or SOCKS) is not spoken here. Talking plain HTTP to it instead
+        # would send its credentials in the clear: no connection is made at all.
+        refusal = (
+            f"the {scheme}_proxy setting names a {parts.scheme}:// proxy; only http:// proxies"
+            " are supported"
+        )
     authorization = None
     if parts.username is not None:
         user = urllib.parse.unquote(parts.username)
         password = urllib.parse.unquote(parts.password or "")
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         authorization = f"Basic {token}"
-    return _Proxy(parts.hostname, parts.port or 80, authorization)
+    return _Proxy(parts.hostname, parts.port or 80, authorization, refusal)
 
 
 def _tls_context() -> ssl.SSLContext:
