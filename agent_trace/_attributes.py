@@ -244,6 +244,20 @@ def _sequence(items: Sequence[Any]) -> AttributeValue:
     return _json_text(head)
 
 
+def _plain_texts(items: Sequence[Any]) -> bool:
+    """Whether a list is kept as it is by the rule: 1 to `MAX_SEQUENCE_ITEMS` plain ASCII texts
+    of at most `MAX_VALUE_LENGTH` characters (agents, participants). Each test runs at C speed."""
+    return (
+        0 < len(items) <= MAX_SEQUENCE_ITEMS
+        and set(map(type, items)) == _STR_ONLY
+        and "".join(items).isascii()
+        and max(map(len, items)) <= MAX_VALUE_LENGTH
+    )
+
+
+_STR_ONLY = {str}
+
+
 def _plain_number(value: int | float) -> bool:
     """Whether a number keeps its value in a float array: finite, and an int within 64 bits."""
     if type(value) is float:
@@ -288,6 +302,10 @@ def to_attributes(values: Mapping[str, Any]) -> dict[str, AttributeValue]:
             continue
         elif kind is bool or (kind is int and _INT_MIN <= value <= _INT_MAX):
             attr = value
+        elif kind is float:
+            attr = value if math.isfinite(value) else _float_text(value)
+        elif (kind is tuple or kind is list) and _plain_texts(value):
+            attr = tuple(value)
         else:
             attr = to_attribute(value)
             if attr is None:

@@ -139,7 +139,7 @@ class ConsensusRound(Scope):
             p + "round": round,
             p + "threshold": self.threshold,
             p + "quorum": self.quorum,
-            p + "participants": list(self.participants) if self.participants else None,
+            p + "participants": self.participants or None,
             # The list is cut at the attribute limit; the count is always whole.
             p + "participants.count": len(self.participants),
             **attrs,

@@ -82,15 +82,15 @@ class Session(Scope):
         # Weak references to this session's scopes whose span started and has not ended yet
         # (any thread); a reference removes itself when its scope is collected.
         self._open_children: set[weakref.ref[Scope]] = set()
-        extra = {k if "." in k else f"agent_trace.session.{k}": v for k, v in attrs.items()}
         raw = {
             A.OPERATION_NAME: "invoke_workflow",
             A.WORKFLOW_NAME: task_type,
             A.SESSION_TASK_TYPE: task_type,
-            A.SESSION_AGENTS: list(self.agents) if self.agents else None,
+            A.SESSION_AGENTS: self.agents or None,
             A.SESSION_COMPLEXITY: complexity,
-            **extra,
         }
+        if attrs:
+            raw.update({k if "." in k else f"agent_trace.session.{k}": v for k, v in attrs.items()})
         super().__init__(self, f"invoke_workflow {self.task_type}", raw, convert=True)
 
     def _start(self) -> None:

@@ -72,3 +72,29 @@ def test_a_round_outcome_given_as_odd_text_is_recorded_by_the_rule() -> None:
     assert attrs["agent_trace.consensus.decision"] == "appr\ufffdove"
     assert attrs["agent_trace.consensus.votes.for"] == 0
     assert attrs["agent_trace.consensus.agreement"] == 0.0
+
+
+def test_lists_of_names_follow_the_rule_on_every_path() -> None:
+    class Name(str):
+        pass
+
+    many = [f"agent-{i}" for i in range(200)]
+    with capture_spans() as spans:
+        with agent_trace.session("plain", agents=["ethics", "legal"]):
+            pass
+        with agent_trace.session("many", agents=many):
+            pass
+        with agent_trace.session("odd", agents=["a\ud800", "y" * 5000, Name("ops")]):
+            pass
+        agents = {
+            s.name: s.attributes["agent_trace.session.agents"]
+            for s in spans.spans
+            if s.attributes and "agent_trace.session.agents" in s.attributes
+        }
+
+    assert list(agents["invoke_workflow plain"]) == ["ethics", "legal"]
+    assert list(agents["invoke_workflow many"]) == many[:128]
+    odd = list(agents["invoke_workflow odd"])
+    assert odd[0] == "a\ufffd"
+    assert odd[1].startswith("y" * 4096) and odd[1].endswith("[truncated 904 chars]")
+    assert odd[2] == "ops" and type(odd[2]) is str
