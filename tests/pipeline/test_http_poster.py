@@ -594,6 +594,32 @@ def test_a_connection_closed_in_the_middle_of_an_answer_is_an_error_and_not_retr
     assert server.connections == 1
 
 
+@pytest.mark.parametrize("reused", [False, True], ids=["fresh", "reused"])
+def test_an_answer_sent_before_the_body_was_read_is_the_answer(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster], reused: bool
+) -> None:
+    def handle(conn: Conn) -> None:
+        if reused:
+            conn.read_request()
+            conn.send(OK)
+        # A body over the server's limit: refused from its headers alone, and the connection
+        # closed with most of the body unread (which resets it).
+        while b"\r\n\r\n" not in conn.buffer:
+            conn.buffer += conn.sock.recv(65536)
+        conn.send(b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n\r\n")
+        conn.sock.close()
+
+    server = serve(handle)
+    poster = make_poster(server.url)
+    if reused:
+        poster.post(b"first")
+
+    answer = poster.post(b"x" * (16 * 1024 * 1024))
+
+    assert answer.status == 413
+    assert server.connections == 1
+
+
 def test_a_server_that_never_answers_is_an_error_after_the_timeout(
     serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
 ) -> None:

@@ -266,6 +266,12 @@ class HttpPoster:
             _limit(sock, deadline)
             sock.sendall(request)
         except (BrokenPipeError, ConnectionResetError):
+            # A server may answer before it has read the whole request (a 413 for a body
+            # over its limit) and close: the answer is still there to be read.
+            answer = _answer_left(sock, deadline)
+            if answer is not None:
+                self._drop()
+                return answer
             if fresh:
                 raise
             raise _Stale from None
@@ -278,6 +284,15 @@ class HttpPoster:
         if not (keep_alive and _keeps_alive(version, headers)):
             self._drop()
         return HttpAnswer(status, headers)
+
+
+def _answer_left(sock: socket.socket, deadline: float) -> HttpAnswer | None:
+    """The final answer a server sent before it closed the connection, if it sent one."""
+    try:
+        status, _, headers, _ = _read_head(sock, b"", deadline, reused=False)
+    except (OSError, HttpError):
+        return None
+    return HttpAnswer(status, headers) if status >= 200 else None
 
 
 def _header_lines(headers: Mapping[str, str]) -> bytes:
