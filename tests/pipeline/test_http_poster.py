@@ -1221,6 +1221,36 @@ def test_close_from_another_thread_ends_a_post_in_its_tls_handshake(
     assert server.connections == 1
 
 
+def test_close_between_the_set_up_of_a_connection_and_its_first_use_ends_the_post(
+    serve: Callable[..., Server],
+    make_poster: Callable[..., HttpPoster],
+    background: concurrent.futures.ThreadPoolExecutor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = serve(answering_once(b"", Conn.hang))
+    poster = make_poster(server.url, timeout_s=LONG_TIMEOUT_S)
+    connect = HttpPoster._connect
+
+    def connect_then_close(self: HttpPoster, deadline: float) -> socket.socket:
+        # close() lands in the narrowest window: the connection is set up and not yet
+        # published as the poster's. It cannot finish (the post holds the lock): it is
+        # enough that it has started.
+        sock = connect(self, deadline)
+        background.submit(self.close)
+        while not self._closed:
+            time.sleep(0.001)
+        return sock
+
+    monkeypatch.setattr(HttpPoster, "_connect", connect_then_close)
+
+    started = time.monotonic()
+    with pytest.raises(HttpError):
+        poster.post(b"body")
+
+    assert time.monotonic() - started < PROMPT_S
+    assert server.bodies() == []
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 def test_a_forked_child_posts_on_its_own_connection_and_the_parents_keeps_working(
     serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]

@@ -256,6 +256,8 @@ class HttpPoster:
         sock = self._sock
         if sock is None:
             sock = self._sock = self._connect(deadline)
+            # A close() after the set-up and before this saw neither socket to shut down.
+            self._raise_if_closed()
             self._idle_poll = select.poll()
             self._idle_poll.register(sock, select.POLLIN)
             fresh = True
