@@ -1119,6 +1119,30 @@ def test_a_refused_tunnel_is_an_error_without_a_second_attempt(
     assert proxy.connections == 1
 
 
+def test_a_proxy_that_trickles_its_tunnel_answer_is_an_error_after_the_timeout(
+    serve: Callable[..., Server],
+    make_poster: Callable[..., HttpPoster],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def trickle(conn: Conn) -> None:
+        conn.send(b"HTTP/1.1 200 Connection established\r\n")
+        for _ in range(200):
+            if conn.server.stopping.wait(0.05):
+                return
+            conn.send(b"x")
+        conn.hang()
+
+    proxy = serve(answering_once(b"", trickle))
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.port}")
+    poster = make_poster(f"https://sentry.invalid{PATH}", timeout_s=0.3)
+
+    started = time.monotonic()
+    with pytest.raises(HttpError):
+        poster.post(b"secret")
+
+    assert time.monotonic() - started < PROMPT_S
+
+
 # close() and fork ---------------------------------------------------------------------------
 
 

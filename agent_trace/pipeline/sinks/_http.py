@@ -242,6 +242,7 @@ class HttpPoster:
         lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
         if proxy.authorization:
             lines.append(f"Proxy-Authorization: {proxy.authorization}")
+        _limit(sock, deadline)
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         status, _, _, rest = _read_head(sock, b"", deadline, reused=False)
         if status != 200 or rest:
