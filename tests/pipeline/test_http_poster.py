@@ -851,6 +851,12 @@ def test_a_header_that_cannot_be_sent_as_given_is_refused_without_showing_its_va
     assert "SECRET" not in str(refused.value)
 
 
+@pytest.mark.parametrize("timeout_s", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused(timeout_s: float) -> None:
+    with pytest.raises(ValueError, match="timeout_s"):
+        HttpPoster("http://127.0.0.1:9/", timeout_s=timeout_s, headers={})
+
+
 def test_a_header_of_one_post_that_would_split_the_request_is_refused_before_sending(
     serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
 ) -> None:

@@ -40,6 +40,8 @@ _MAX_BODY = 1024 * 1024
 _READ = 64 * 1024
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 _SLACK_S = 0.01
+# A socket's timeout must fit the platform's time_t: an infinite one raises OverflowError.
+_MAX_TIMEOUT_S = 86_400.0
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
@@ -65,15 +67,18 @@ class HttpPoster:
     a proxy's tunnel, sending and the answer, the retry on a new connection included (each
     read of a TLS handshake, not all of them together, and not a name lookup).
 
-    Raises ValueError for a URL that is not http(s), and for a header whose name is not an
-    HTTP token or whose value holds a line break or is not Latin-1 text: such a header would
-    end its line early and forge the rest of the request.
+    Raises ValueError for a URL that is not http(s), a timeout that is not a positive number
+    of seconds (a day at most), and a header whose name is not an HTTP token or whose value
+    holds a line break or is not Latin-1 text: such a header would end its line early and
+    forge the rest of the request.
     """
 
     def __init__(self, url: str, *, timeout_s: float, headers: Mapping[str, str]) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {parts.scheme}://{parts.hostname}")
+        if not 0 < timeout_s <= _MAX_TIMEOUT_S:
+            raise ValueError(f"timeout_s must be above 0 and at most a day, not {timeout_s!r}")
         self._https = parts.scheme == "https"
         # A name outside ASCII goes on the wire (Host, a proxy's target, TLS) in IDNA form.
         hostname = parts.hostname
