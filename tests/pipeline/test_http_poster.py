@@ -794,6 +794,28 @@ def test_repeated_headers_are_joined_and_names_are_lower_case(
     )
 
 
+def test_a_folded_header_line_continues_the_value_before_it(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
+) -> None:
+    server = serve(
+        answering(
+            b"HTTP/1.1 429 Too Many Requests\r\n"
+            b"X-Sentry-Rate-Limits: 60:transaction:organization,\r\n"
+            b"  10:error\r\n"
+            b"\t5:default\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+    )
+    poster = make_poster(server.url)
+
+    answer = poster.post(b"body")
+
+    assert answer.headers == {
+        "x-sentry-rate-limits": "60:transaction:organization, 10:error 5:default",
+        "content-length": "0",
+    }
+
+
 # What goes on the wire ----------------------------------------------------------------------
 
 

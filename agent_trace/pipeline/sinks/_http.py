@@ -352,7 +352,12 @@ def _read_head(
     ):
         raise HttpError("the answer is not HTTP/1.x")
     headers: dict[str, str] = {}
+    key = ""
     for line in lines[1:]:
+        if line[:1] in (" ", "\t") and key:
+            # An obsolete folded line continues the previous header's value (RFC 9112 5.2).
+            headers[key] = f"{headers[key]} {line.strip()}"
+            continue
         name, colon, value = line.partition(":")
         if not colon:
             raise HttpError("a malformed header line in the answer")
