@@ -358,6 +358,25 @@ def test_many_posts_share_one_connection(
     assert server.bodies() == [f"body {index}".encode() for index in range(50)]
 
 
+def test_posts_from_many_threads_take_turns_on_the_one_connection(
+    serve: Callable[..., Server],
+    make_poster: Callable[..., HttpPoster],
+    background: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    server = serve(answering())
+    poster = make_poster(server.url)
+
+    def post_many(thread: int) -> list[int]:
+        return [poster.post(b"%d-%d" % (thread, index)).status for index in range(25)]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as threads:
+        statuses = [status for result in threads.map(post_many, range(4)) for status in result]
+
+    assert statuses == [200] * 100
+    assert server.connections == 1
+    assert sorted(server.bodies()) == sorted(b"%d-%d" % (t, i) for t in range(4) for i in range(25))
+
+
 # (answer, whether the client may send its next request on the same connection)
 FRAMINGS = {
     "content-length": (OK, True),
@@ -1318,12 +1337,69 @@ def test_a_forked_child_posts_on_its_own_connection_and_the_parents_keeps_workin
             code = 0 if poster.post(b"child").status == 200 else 2
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    exit_code = wait_for_child(pid)
 
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert exit_code == 0
     assert poster.post(b"parent after").status == 200
     assert server.connections == 2
     assert server.bodies_by_connection() == [[b"parent before", b"parent after"], [b"child"]]
+
+
+def wait_for_child(pid: int) -> int:
+    """The child's exit code; a child still running after PROMPT_S is killed and fails."""
+    deadline = time.monotonic() + PROMPT_S
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("the forked child did not finish: blocked on the parent's lock?")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_child_forked_while_a_parent_thread_waits_for_an_answer_posts_on_its_own(
+    serve: Callable[..., Server],
+    make_poster: Callable[..., HttpPoster],
+    background: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    release = threading.Event()
+
+    def handle(conn: Conn) -> None:
+        if conn.index == 0:
+            conn.read_request()
+            conn.send(OK)
+            conn.read_request()
+            release.wait(PROMPT_S)
+            conn.send(OK)
+        answering()(conn)
+
+    server = serve(handle)
+    poster = make_poster(server.url)
+    poster.post(b"parent before")
+    waiting = background.submit(poster.post, b"parent waiting")
+    server.wait_for_requests(2)
+
+    # The fork comes while the parent's thread holds the poster's lock in the middle of a
+    # request, as an export thread would.
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if poster.post(b"child").status == 200 else 2
+        finally:
+            os._exit(code)
+    exit_code = wait_for_child(pid)
+    release.set()
+
+    assert exit_code == 0
+    assert waiting.result(timeout=PROMPT_S).status == 200
+    assert poster.post(b"parent after").status == 200
+    assert server.bodies_by_connection() == [
+        [b"parent before", b"parent waiting", b"parent after"],
+        [b"child"],
+    ]
 
 
 def test_the_module_trusts_what_its_tls_context_trusts(
