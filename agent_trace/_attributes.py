@@ -310,5 +310,8 @@ def to_attributes(values: Mapping[str, Any]) -> dict[str, AttributeValue]:
             attr = to_attribute(value)
             if attr is None:
                 continue
+            if type(attr) is list:
+                # As the SDK keeps it, so that a scope can hand its attributes over as they are.
+                attr = tuple(attr)
         converted[key if type(key) is str else _safe_str(key)] = attr
     return converted

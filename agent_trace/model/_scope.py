@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agent_trace import _attributes as A
 from agent_trace import _runtime
 from agent_trace._log import internal_error, warn_once
+from agent_trace.pipeline.provider import SPAN_LIMITS
 
 if TYPE_CHECKING:
     from agent_trace._runtime import Pipeline
@@ -48,6 +50,8 @@ _SPAN_KEY = next(
     for key, value in trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context()).items()
     if value is trace.INVALID_SPAN
 )
+# Attributes a span takes before the SDK would drop the oldest (see `Scope._start`).
+_MAX_ATTRIBUTES = SPAN_LIMITS.max_attributes or 0
 # Bound on the walk past ended scopes' contexts (a scope re-entered later could close a loop).
 _MAX_HOPS = 10_000
 # What otel_context.attach() returns with the default (contextvars) runtime context.
@@ -276,15 +280,32 @@ class Scope:
             self._convert = False
         attrs = self._common_attributes(pipeline)
         attrs.update(self._attrs)
-        self._span = pipeline.tracer.start_span(
+        # The SDK cleans every attribute value a span starts with again, a Python call or more
+        # per value (a third of a span's start, and what the raw SDK pays too). Ours passed the
+        # stricter rule already (`_attributes`), so the new span takes them as they are, when
+        # they fit its limits; anything else goes the SDK's way.
+        prefill = (
+            len(attrs) <= _MAX_ATTRIBUTES
+            and "" not in attrs
+            and (session is None or session._plain_id)
+        )
+        span = pipeline.tracer.start_span(
             self._name,
             context=parent_ctx,
             kind=self._kind,
-            attributes=attrs,
+            attributes=None if prefill else attrs,
             links=self._links,
             record_exception=False,
             set_status_on_exception=False,
         )
+        if prefill:
+            stored = getattr(span, "_attributes", None)
+            if type(stored) is BoundedAttributes and not stored._dict:
+                # Nothing else holds the span yet: no lock, no other writer.
+                stored._dict.update(attrs)
+            else:
+                span.set_attributes(attrs)
+        self._span = span
         self._pid = _process_id
         if session is not None and session is not self:
             # Ended, marked incomplete, before its session if still open at interpreter exit.

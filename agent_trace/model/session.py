@@ -74,6 +74,8 @@ class Session(Scope):
             # Text, as the conversation id attribute and the monitor's registry need it.
             session_id = A.name_text(session_id)
         self.session_id = session_id or _new_session_id()
+        # Whether the id is an attribute value as it is (see `Scope._start`): ours always are.
+        self._plain_id = session_id is None or len(self.session_id) <= A.MAX_VALUE_LENGTH
         # The call only for a name that is not a str (a turn's cost is counted in nanoseconds).
         self.task_type = task_type if type(task_type) is str else A.name_text(task_type)
         self.agents = optional_tuple(agents)
