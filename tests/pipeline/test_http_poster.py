@@ -1046,6 +1046,28 @@ def test_a_proxy_spoken_to_in_another_protocol_is_refused_and_never_sent_its_cre
     assert proxy.connections == 0
 
 
+@pytest.mark.parametrize(
+    "setting",
+    ["http://agent:SECRET@127.0.0.1:port", "http://agent:SECRET@[::1", "http://agent:SECRET@:3128"],
+    ids=["port not a number", "unclosed bracket", "no host"],
+)
+def test_a_proxy_setting_that_cannot_be_used_fails_each_post_and_never_goes_around_it(
+    serve: Callable[..., Server],
+    make_poster: Callable[..., HttpPoster],
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+) -> None:
+    origin = serve(answering())
+    monkeypatch.setenv("http_proxy", setting)
+    poster = make_poster(origin.url)
+
+    with pytest.raises(HttpError) as refused:
+        poster.post(b"body")
+
+    assert "SECRET" not in str(refused.value)
+    assert origin.connections == 0
+
+
 def test_an_https_proxy_setting_does_not_apply_to_plain_http(
     serve: Callable[..., Server],
     make_poster: Callable[..., HttpPoster],

@@ -503,24 +503,29 @@ def _proxy_for(scheme: str, host: str, port: int) -> _Proxy | None:
         return None
     if "://" not in url:
         url = f"http://{url}"
-    parts = urllib.parse.urlsplit(url)
+    # A setting that cannot be used makes every request fail, never go around the proxy or
+    # fail the construction: the environment is not the caller's to fix. Messages never
+    # show the setting, which may hold credentials.
+    setting = f"the {scheme}_proxy setting"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        proxy_port = parts.port or 80
+    except ValueError:
+        return _Proxy("", 0, None, f"{setting} is not a URL with a valid port")
     if not parts.hostname:
-        return None
+        return _Proxy("", 0, None, f"{setting} names no host")
     refusal = None
     if parts.scheme != "http":
         # TLS to the proxy (or SOCKS) is not spoken here. Talking plain HTTP to it instead
         # would send its credentials in the clear: no connection is made at all.
-        refusal = (
-            f"the {scheme}_proxy setting names a {parts.scheme}:// proxy; only http:// proxies"
-            " are supported"
-        )
+        refusal = f"{setting} names a {parts.scheme}:// proxy; only http:// proxies are supported"
     authorization = None
     if parts.username is not None:
         user = urllib.parse.unquote(parts.username)
         password = urllib.parse.unquote(parts.password or "")
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         authorization = f"Basic {token}"
-    return _Proxy(parts.hostname, parts.port or 80, authorization, refusal)
+    return _Proxy(parts.hostname, proxy_port, authorization, refusal)
 
 
 def _tls_context() -> ssl.SSLContext:
