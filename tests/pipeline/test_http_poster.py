@@ -654,12 +654,22 @@ def test_a_server_that_never_answers_is_an_error_after_the_timeout(
     assert server.connections == 1
 
 
+@pytest.mark.parametrize(
+    "start",
+    [
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+    ],
+    ids=["headers", "content-length body", "chunk", "body to the end"],
+)
 def test_a_server_that_trickles_its_answer_is_an_error_after_the_timeout(
-    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster], start: bytes
 ) -> None:
     def trickle(conn: Conn) -> None:
-        conn.send(b"HTTP/1.1 200 OK\r\n")
-        # One byte of a header line at a time, each well inside the timeout, for 10 s.
+        conn.send(start)
+        # One byte at a time, each well inside the timeout, for 10 s.
         for _ in range(200):
             if conn.server.stopping.wait(0.05):
                 return
@@ -1103,6 +1113,59 @@ def test_https_with_a_trusted_certificate_keeps_one_connection(
     assert server.bodies() == [b"secret %d" % index for index in range(5)]
     assert server.requests[0][1].header(b"host") == b"localhost:%d" % server.port
     assert server.connections == 1
+
+
+def test_a_tls_connection_the_server_ended_while_idle_is_replaced(
+    serve: Callable[..., Server],
+    make_poster: Callable[..., HttpPoster],
+    certificate: Certificate,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    closed = threading.Event()
+
+    def end_tls(conn: Conn) -> None:
+        # close_notify, then the TCP close; unwrap() would wait for the client's own
+        # close_notify, which comes only when the client reads.
+        conn.sock.settimeout(0.1)
+        with contextlib.suppress(OSError):
+            assert isinstance(conn.sock, ssl.SSLSocket)
+            conn.sock.unwrap()
+        conn.sock.close()
+        closed.set()
+
+    server = serve(answering_once(OK, end_tls), tls=certificate.server_context())
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))
+    poster = make_poster(f"https://localhost:{server.port}{PATH}")
+    poster.post(b"first")
+    assert closed.wait(PROMPT_S)
+    time.sleep(0.05)
+
+    assert poster.post(b"second").status == 200
+    assert server.bodies_by_connection() == [[b"first"], [b"second"]]
+
+
+def test_https_to_a_plain_http_server_is_an_error(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
+) -> None:
+    server = serve(answering_once(b"HTTP/1.1 400 Bad Request\r\n\r\n", close))
+    poster = make_poster(f"https://127.0.0.1:{server.port}{PATH}", timeout_s=0.3)
+
+    with pytest.raises(HttpError):
+        poster.post(b"secret")
+
+
+def test_plain_http_to_a_tls_server_is_an_error(
+    serve: Callable[..., Server],
+    make_poster: Callable[..., HttpPoster],
+    certificate: Certificate,
+) -> None:
+    server = serve(answering(), tls=certificate.server_context())
+    poster = make_poster(server.url, timeout_s=0.3)
+
+    with pytest.raises(HttpError):
+        poster.post(b"body")
+
+    assert server.bodies() == []
 
 
 def test_an_untrusted_certificate_is_an_error_and_no_body_leaves(
