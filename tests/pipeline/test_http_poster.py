@@ -572,6 +572,37 @@ def test_a_connection_closed_after_a_100_continue_is_not_posted_to_again(
     assert server.connections == 1
 
 
+def test_a_post_interrupted_by_an_exception_leaves_no_half_read_connection_behind(
+    serve: Callable[..., Server],
+    make_poster: Callable[..., HttpPoster],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answered = threading.Event()
+
+    def handle(conn: Conn) -> None:
+        while conn.read_request() is not None:
+            answered.wait(PROMPT_S)
+            conn.send(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n" if conn.index else OK)
+
+    server = serve(handle)
+    poster = make_poster(server.url)
+    read_head = _http._read_head
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        # A KeyboardInterrupt (or a greenlet's timeout) lands while the answer is awaited.
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_http, "_read_head", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        poster.post(b"interrupted")
+    monkeypatch.setattr(_http, "_read_head", read_head)
+    answered.set()  # the first answer comes now, late, before the next request is read
+
+    # The late 200 on the old connection must not be taken for this post's answer.
+    assert poster.post(b"next").status == 201
+    assert server.bodies_by_connection() == [[b"interrupted"], [b"next"]]
+
+
 # Broken answers -----------------------------------------------------------------------------
 
 

@@ -167,6 +167,11 @@ class HttpPoster:
             except (OSError, ValueError) as exc:
                 self._drop()
                 raise HttpError(f"{type(exc).__name__}: {exc}") from exc
+            except BaseException:
+                # Interrupted (KeyboardInterrupt, a greenlet's timeout) with the answer not
+                # read: it would arrive late and pass for the next request's.
+                self._drop()
+                raise
 
     def close(self) -> None:
         """Close the connection; a request blocked on it, or on setting it up, fails at once.
