@@ -1413,6 +1413,42 @@ def test_close_from_another_thread_ends_a_post_in_its_tls_handshake(
     assert server.connections == 1
 
 
+def test_close_returns_at_once_while_a_post_waits_for_a_name_lookup(
+    serve: Callable[..., Server],
+    make_poster: Callable[..., HttpPoster],
+    background: concurrent.futures.ThreadPoolExecutor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = serve(answering())
+    looking_up = threading.Event()
+    answer_lookup = threading.Event()
+    getaddrinfo = socket.getaddrinfo
+
+    def slow_dns(host: object, *args: object, **kwargs: object) -> object:
+        if host != "sentry.invalid":
+            return getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+        # A resolver that does not answer (the network is down): the lookup cannot be
+        # interrupted, so it is held here until the test lets it go.
+        looking_up.set()
+        answer_lookup.wait(PROMPT_S)
+        return getaddrinfo("127.0.0.1", server.port, type=socket.SOCK_STREAM)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_dns)
+    poster = make_poster(f"http://sentry.invalid{PATH}", timeout_s=LONG_TIMEOUT_S)
+    blocked = background.submit(poster.post, b"body")
+    assert looking_up.wait(PROMPT_S)
+
+    closing = background.submit(poster.close)
+
+    try:
+        closing.result(timeout=PROMPT_S / 2)
+    finally:
+        answer_lookup.set()
+    with pytest.raises(HttpError):
+        blocked.result(timeout=PROMPT_S)
+    assert server.connections == 0
+
+
 def test_close_between_the_set_up_of_a_connection_and_its_first_use_ends_the_post(
     serve: Callable[..., Server],
     make_poster: Callable[..., HttpPoster],

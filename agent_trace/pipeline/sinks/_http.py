@@ -172,12 +172,16 @@ class HttpPoster:
                 # read: it would arrive late and pass for the next request's.
                 self._drop()
                 raise
+            finally:
+                if self._closed:
+                    # close() came during this request and left the connection to it.
+                    self._drop()
 
     def close(self) -> None:
         """Close the connection; a request blocked on it, or on setting it up, fails at once.
 
-        Only a name lookup (getaddrinfo) cannot be interrupted: a request in one ends when
-        the lookup does.
+        Returns at once, also while a request waits for a name lookup (which nothing can
+        interrupt): that request fails when the lookup ends, without connecting.
         """
         self._closed = True
         # Wakes a thread blocked in connect(), recv() or a handshake on either socket, which
@@ -187,8 +191,13 @@ class HttpPoster:
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-        with self._lock:
-            self._drop()
+        # A running request drops the connection itself when it sees _closed: waiting for
+        # its lock here would hold the caller (a shutdown) for as long as a lookup takes.
+        if self._lock.acquire(blocking=False):
+            try:
+                self._drop()
+            finally:
+                self._lock.release()
 
     def _drop(self) -> None:
         self._idle_poll = None
