@@ -154,8 +154,9 @@ class HttpPoster:
                 try:
                     return self._exchange(data, deadline)
                 except _Stale:
-                    # The server closed the idle connection: once more, on a new one, unless
-                    # the end came from close(), which shut the connection down under us.
+                    # The server closed the kept-alive connection as the request reached it
+                    # (its idle timer ran out) without a byte of answer: once more, on a new
+                    # one, unless the end came from close() shutting the connection down.
                     self._drop()
                     if self._closed:
                         raise HttpError("the poster was closed during the request") from None
