@@ -3,8 +3,9 @@
 Every server here is a raw socket on 127.0.0.1 started by the test and stopped at its end, so
 the bytes on the wire are exactly the ones written below: answers framed each way HTTP/1.x
 allows, connections closed while idle or in the middle of an answer, answers that never come,
-garbage, proxies (a plain-HTTP one and a CONNECT tunnel) and TLS with a certificate made for
-the test. HttpError means "no answer"; any HttpAnswer is an answer.
+garbage, proxies (a plain-HTTP one and a CONNECT tunnel), TLS with a certificate made for
+the test, close() from another thread and fork. HttpError means "no answer"; any HttpAnswer
+is an answer.
 """
 
 from __future__ import annotations
@@ -37,11 +38,6 @@ PATH = "/api/7/envelope/"
 # the timeouts that a hung request would wait out.
 PROMPT_S = 5.0
 LONG_TIMEOUT_S = 10.0
-
-
-def fault(reason: str) -> pytest.MarkDecorator:
-    """A known fault of HttpPoster: the test fails until it is fixed."""
-    return pytest.mark.xfail(strict=True, reason=reason)
 
 
 class Request(NamedTuple):
