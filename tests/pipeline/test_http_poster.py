@@ -718,6 +718,23 @@ def test_a_server_that_trickles_its_answer_is_an_error_after_the_timeout(
     assert time.monotonic() - started < PROMPT_S
 
 
+def test_a_server_that_keeps_sending_100_continue_is_an_error_after_the_timeout(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
+) -> None:
+    def continue_forever(conn: Conn) -> None:
+        while not conn.server.stopping.wait(0.05):
+            conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    server = serve(answering_once(b"", continue_forever))
+    poster = make_poster(server.url, timeout_s=0.3)
+
+    started = time.monotonic()
+    with pytest.raises(HttpError):
+        poster.post(b"body")
+
+    assert time.monotonic() - started < PROMPT_S
+
+
 def test_a_refused_port_is_an_error(make_poster: Callable[..., HttpPoster]) -> None:
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
