@@ -746,6 +746,35 @@ def test_a_refused_port_is_an_error(make_poster: Callable[..., HttpPoster]) -> N
         poster.post(b"still nobody")
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_failed_and_closed_connections_leave_no_file_descriptor_open(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
+) -> None:
+    answers = [OK, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", b"garbage\r\n\r\n", b""]
+    server = serve(lambda conn: answering_once(answers[conn.index % 4], close)(conn))
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        refused = make_poster(f"http://127.0.0.1:{probe.getsockname()[1]}{PATH}")
+    poster = make_poster(server.url)
+    for index in range(8):  # warm up: imports, the first connection's lazy allocations
+        with contextlib.suppress(HttpError):
+            poster.post(b"%d" % index)
+    before = len(os.listdir("/proc/self/fd"))
+
+    for index in range(200):
+        with contextlib.suppress(HttpError):
+            poster.post(b"%d" % index)
+        with contextlib.suppress(HttpError):
+            refused.post(b"%d" % index)
+    poster.close()
+
+    # The server's own sockets close in its threads: give them a moment.
+    deadline = time.monotonic() + PROMPT_S
+    while len(os.listdir("/proc/self/fd")) > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(os.listdir("/proc/self/fd")) <= before
+    assert server.connections >= 200
+
+
 GARBAGE = {
     "another protocol": b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
     "binary then close": bytes(range(256)) * 4,
