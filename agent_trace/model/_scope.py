@@ -193,12 +193,18 @@ class Scope:
         if not self._span.is_recording():
             return
         converted = A.to_attribute(value)
-        if converted is not None:
+        if converted is None:
+            return
+        if type(key) is str and key:
+            set_converted(
+                self._span, {key: tuple(converted) if type(converted) is list else converted}
+            )
+        else:
             self._span.set_attribute(key, converted)
 
     def set_attributes(self, values: Mapping[str, Any]) -> None:
         if self._span.is_recording():
-            self._span.set_attributes(A.to_attributes(values))
+            set_converted(self._span, A.to_attributes(values))
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -511,6 +517,31 @@ class Scope:
 
 # Attributes that name what a span is; they outrank the caller's extras when the limit is hit.
 _IDENTITY_KEYS = (A.OPERATION_NAME, A.AGENT_NAME, A.WORKFLOW_NAME)
+
+
+def set_converted(span: trace.Span, values: Mapping[str, Any]) -> None:
+    """Set attributes converted by the rule (`to_attributes`) on a span, as the SDK's
+    `set_attributes` stores them, without its cleaning of each value again (see `_start`).
+
+    Under the span's lock, as the SDK's own call: nothing is set on an ended span. Values that
+    would push out older ones at the limit, an empty key, or a span of another kind go the
+    SDK's way.
+    """
+    stored = getattr(span, "_attributes", None)
+    lock = getattr(span, "_lock", None)
+    if type(stored) is BoundedAttributes and lock is not None and "" not in values:
+        with lock:
+            if getattr(span, "_end_time", 0) is None and not stored._immutable:
+                items = stored._dict
+                limit = stored.maxlen
+                if limit is not None and len(items) + len(values) <= min(limit, _MAX_ATTRIBUTES):
+                    with stored._lock:
+                        for key in values:
+                            # A key set again moves to the end, as the SDK's own setter does.
+                            items.pop(key, None)
+                        items.update(values)
+                    return
+    span.set_attributes(values)
 
 
 def _live_session(session: Session | None) -> Session | None:

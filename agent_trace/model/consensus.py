@@ -14,7 +14,7 @@ from opentelemetry import trace
 
 from agent_trace import _attributes as A
 from agent_trace._log import internal_error, warn_once
-from agent_trace.model._scope import Scope, active_session, optional_tuple
+from agent_trace.model._scope import Scope, active_session, optional_tuple, set_converted
 
 __all__ = ["ConsensusRound", "RoundResult", "Voter", "consensus_round", "monitor_consensus"]
 
@@ -265,7 +265,7 @@ class ConsensusRound(Scope):
             }
             if decision is not None:
                 result[p + "decision"] = A.to_attribute(decision)
-            span.set_attributes(result)
+            set_converted(span, result)
         return self.result
 
     def _on_exit(self, exc: BaseException | None, duration_s: float, recording: bool) -> None:

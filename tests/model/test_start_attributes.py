@@ -1,5 +1,5 @@
-"""A scope's span starts with its converted attributes as they are: exactly what the SDK's own
-cleaning of them would have stored, on every path."""
+"""A scope's span takes its converted attributes as they are, at its start and later: exactly
+what the SDK's own cleaning of them would have stored, on every path."""
 
 from __future__ import annotations
 
@@ -27,10 +27,23 @@ def _workload() -> None:
         big=2**70,
         nan=float("nan"),
     ) as s:
-        with s.turn("ethics", role="reviewer", remote=True, agent_id="e-1"):
-            pass
+        s.set_attribute("app.note", "x")
+        s.set_attribute("app.list", ["a", "b"])
+        s.set_attribute("app.numbers", [1, 2])
+        s.set_attribute("app.note", "set again, moved to the end")
+        s.set_attributes({"app.big": 2**70, "app.none": None, "app.odd": "b\udfff", "": "x"})
+        s.set_attribute("", "an empty key")
+        with s.turn("ethics", role="reviewer", remote=True, agent_id="e-1") as turn:
+            turn.set_attributes({"app.mixed": [1, "a"], "app.flag": True, "app.nan": float("inf")})
         with s.consensus_round("majority", participants=("ethics", "legal"), quorum=2) as rnd:
             rnd.vote("ethics", "approve", weight=2.0)
+            rnd.conclude()
+            rnd.conclude("override\ud800", decision="approve")
+        with s.consensus_round("empty"):
+            pass
+        for count in (110, 120):
+            with s.turn(f"many{count}", **{f"app.k{i:03}": i for i in range(count)}) as crowded:
+                crowded.set_attributes({f"app.late{i}": i for i in range(20)})
         with s.handoff("ethics", "legal", reason="next"):
             pass
         with s.send_message("ethics", "legal", message_type="request") as message:
@@ -41,6 +54,7 @@ def _workload() -> None:
             pass
         with s.escalate("deadlock", severity="high", **{"": "an empty key"}):
             pass
+        s.set_outcome("approved")
 
 
 def _recorded(workload: Callable[[], None]) -> dict[str, dict[str, Any]]:
@@ -53,7 +67,7 @@ def _without_ids(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if k != "agent_trace.message.id"}
 
 
-def test_spans_start_with_the_attributes_the_sdk_path_would_store(
+def test_spans_get_the_attributes_the_sdk_path_would_store(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fast = _recorded(_workload)
@@ -63,6 +77,8 @@ def test_spans_start_with_the_attributes_the_sdk_path_would_store(
     assert fast.keys() == slow.keys()
     for name in fast:
         assert _without_ids(fast[name]) == _without_ids(slow[name]), name
+        # The same order too: a key set again moves to the end on both paths.
+        assert list(_without_ids(fast[name])) == list(_without_ids(slow[name])), name
         for key, value in fast[name].items():
             assert type(value) is type(slow[name][key]), (name, key)
 
