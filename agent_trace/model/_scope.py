@@ -306,7 +306,11 @@ class Scope:
         )
         if prefill:
             stored = getattr(span, "_attributes", None)
-            if type(stored) is BoundedAttributes and not stored._dict:
+            if (
+                type(stored) is BoundedAttributes
+                and not stored._dict
+                and (stored.maxlen is None or len(attrs) <= stored.maxlen)
+            ):
                 # Nothing else holds the span yet: no lock, no other writer.
                 stored._dict.update(attrs)
             else:
