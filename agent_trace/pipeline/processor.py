@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -67,6 +69,16 @@ class PipelineProcessor(SpanProcessor):
         self._scrub_lock = threading.Lock()
         for worker in self._workers:
             worker.prepare = functools.partial(self._scrubbed, worker.sink.name)
+        self_ref = weakref.ref(self)
+
+        def _after_fork() -> None:
+            # An export thread scrubbing at the fork holds the lock forever in the child, where
+            # that thread does not exist: the child's export threads would wait on it for good.
+            processor = self_ref()
+            if processor is not None:
+                processor._scrub_lock = threading.Lock()
+
+        os.register_at_fork(after_in_child=_after_fork)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None

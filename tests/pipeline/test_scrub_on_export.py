@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -12,6 +13,7 @@ import agent_trace
 from agent_trace import _runtime
 from agent_trace.pipeline.scrub import Scrubber
 from agent_trace.testing import capture_spans
+from tests.reliability.test_fork_locks import child_exit_code, held_by_another_thread
 
 SECRET = "reach me at bob@example.org"
 
@@ -149,3 +151,28 @@ def test_a_synchronous_sink_and_queued_sinks_share_the_scrubbing_done_inline() -
     assert sorted(watched.calls.values()) == [1, 1, 1]
     key = ("inline-shared", "scrub_failed")
     assert after.get(key, 0) - before.get(key, 0) == 1
+
+
+def test_a_fork_while_an_export_thread_scrubs_leaves_the_child_exporting() -> None:
+    sink = QueuedSink("fork-scrub")
+    agent_trace.configure("fork-scrub", _extra_sinks=[sink], _env={}, local_file=False)
+    try:
+        pipeline = _runtime.current()
+        assert pipeline is not None
+        let_go = held_by_another_thread(pipeline.processor._scrub_lock)
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child reports through its exit code
+                code = 1
+                try:
+                    with agent_trace.session("in-child") as s, s.turn("ethics"):
+                        pass
+                    flushed = agent_trace.force_flush(timeout_s=10.0)
+                    code = 0 if flushed and len(sink.spans) == 2 else 2
+                finally:
+                    os._exit(code)
+        finally:
+            let_go()
+        assert child_exit_code(pid) == 0
+    finally:
+        agent_trace.shutdown(timeout_s=5.0)
