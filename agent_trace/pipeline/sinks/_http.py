@@ -146,6 +146,8 @@ class HttpPoster:
         data = b"".join((self._head, extra, b"Content-Length: %d\r\n\r\n" % len(body), body))
         with self._lock:
             if self._closed:
+                # A close() that came as the last request ended may have left it the socket.
+                self._drop()
                 raise HttpError("the connection is closed")
             # The timeout bounds the whole request, retry included: a server that trickles
             # its answer a byte at a time cannot hold the export thread past it.
