@@ -1614,3 +1614,203 @@ def test_the_module_trusts_what_its_tls_context_trusts(
     poster = make_poster(f"https://127.0.0.1:{server.port}{PATH}")
 
     assert poster.post(b"secret").status == 200
+
+
+# Posting a group: pipelined requests ---------------------------------------------------------
+
+
+def numbered_answer(request: Request) -> bytes:
+    """An answer that says which request it answers: its status is 200 + the body's number."""
+    number = int(request.body.split()[-1])
+    return f"HTTP/1.1 {200 + number} OK\r\nContent-Length: 0\r\n\r\n".encode()
+
+
+def reading_everything_first(count: int) -> Handler:
+    """Reads `count` requests before it answers any: they must all have come in one go."""
+
+    def handle(conn: Conn) -> None:
+        while True:
+            requests = [conn.read_request() for _ in range(count)]
+            if any(request is None for request in requests):
+                return
+            conn.send(b"".join(numbered_answer(r) for r in requests if r is not None))
+
+    return handle
+
+
+def answered(answers: list[HttpAnswer | HttpError]) -> list[HttpAnswer]:
+    assert all(isinstance(answer, HttpAnswer) for answer in answers), answers
+    return [answer for answer in answers if isinstance(answer, HttpAnswer)]
+
+
+def statuses(answers: list[HttpAnswer | HttpError]) -> list[int]:
+    return [answer.status for answer in answered(answers)]
+
+
+def bodies(count: int, start: int = 0) -> list[bytes]:
+    return [f"body {index}".encode() for index in range(start, start + count)]
+
+
+def test_a_group_is_written_before_any_answer_is_read_and_answered_in_order(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
+) -> None:
+    # A server that answers nothing until it holds all 20 requests would leave a poster
+    # that waits for each answer before the next request hanging until its timeout.
+    server = serve(reading_everything_first(20))
+    poster = make_poster(server.url, timeout_s=LONG_TIMEOUT_S)
+
+    started = time.monotonic()
+    answers = poster.post_many(bodies(20))
+    answers += poster.post_many(bodies(20, start=20))
+
+    assert time.monotonic() - started < PROMPT_S
+    assert statuses(answers) == [200 + index for index in range(40)]
+    assert server.connections == 1
+    assert server.bodies() == bodies(40)
+
+
+def test_answers_split_anywhere_across_reads_are_matched_to_their_requests(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
+) -> None:
+    # Every framing, the next answer starting in the same segment as the end of the last.
+    framings = [
+        b"HTTP/1.1 201 OK\r\nContent-Length: 5\r\n\r\nfirst",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nTrailer: x\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 429 Too Many\r\nRetry-After: 9\r\nContent-Length: 2\r\n\r\n{}",
+    ]
+
+    def handle(conn: Conn) -> None:
+        for _ in framings:
+            conn.read_request()
+        conn.send_bytewise(b"".join(framings)[:70])
+        conn.send(b"".join(framings)[70:])
+        answering()(conn)
+
+    server = serve(handle)
+    poster = make_poster(server.url)
+
+    answers = poster.post_many(bodies(4))
+
+    assert [(a.status, a.headers.get("retry-after")) for a in answered(answers)] == [
+        (201, None),
+        (202, None),
+        (204, None),
+        (429, "9"),
+    ]
+    # Nothing was left over: the connection carries the next request.
+    assert poster.post(b"next").status == 200
+    assert server.connections == 1
+
+
+def test_requests_after_an_announced_close_go_again_on_a_new_connection(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
+) -> None:
+    def handle(conn: Conn) -> None:
+        if conn.index == 0:
+            # Reads the whole group, answers two and says it closes: the rest it never
+            # processed, as HTTP requires of a server that announces a close.
+            requests = [conn.read_request() for _ in range(5)]
+            first, second = requests[0], requests[1]
+            assert first is not None and second is not None
+            conn.send(numbered_answer(first))
+            conn.send(
+                numbered_answer(second).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+            )
+            conn.sock.close()
+            return
+        while (request := conn.read_request()) is not None:
+            conn.send(numbered_answer(request))
+
+    server = serve(handle)
+    poster = make_poster(server.url)
+
+    answers = poster.post_many(bodies(5))
+
+    assert statuses(answers) == [200, 201, 202, 203, 204]
+    by_connection = server.bodies_by_connection()
+    assert by_connection[0] == bodies(5)
+    assert by_connection[1] == bodies(3, start=2)
+    assert server.connections == 2
+
+
+def test_a_server_that_drops_pipelined_requests_gets_them_one_at_a_time(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
+) -> None:
+    def handle(conn: Conn) -> None:
+        # Answers the first request of what arrived and closes without a word, as a
+        # server or proxy that does not keep pipelined requests does.
+        request = conn.read_request()
+        if request is None:
+            return
+        conn.send(numbered_answer(request))
+        conn.sock.close()
+
+    server = serve(handle)
+    poster = make_poster(server.url)
+
+    answers = poster.post_many(bodies(4))
+    later = poster.post_many(bodies(3, start=4))
+
+    assert statuses(answers + later) == [200 + n for n in range(7)]
+    # After the first connection, one request per connection: the poster stopped pipelining.
+    by_connection = server.bodies_by_connection()
+    assert by_connection[0][0] == b"body 0"
+    assert by_connection[1:] == [[body] for body in bodies(6, start=1)]
+
+
+def test_a_kept_alive_connection_closed_while_idle_takes_the_group_on_a_new_one(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
+) -> None:
+    def handle(conn: Conn) -> None:
+        if conn.index == 0:
+            conn.read_request()
+            conn.send(OK)
+            # Idle timer: closed as the group arrives, nothing answered.
+            while b"\r\n\r\n" not in conn.buffer:
+                if not conn._fill():
+                    break
+            conn.sock.close()
+            return
+        while (request := conn.read_request()) is not None:
+            conn.send(numbered_answer(request))
+
+    server = serve(handle)
+    poster = make_poster(server.url)
+    assert poster.post(b"first").status == 200
+
+    answers = poster.post_many(bodies(3))
+
+    assert statuses(answers) == [200, 201, 202]
+    assert server.bodies_by_connection()[1] == bodies(3)
+    # Still pipelining: the group of the next call arrives on the second connection at once.
+    assert statuses(poster.post_many(bodies(2, start=3))) == [203, 204]
+    assert server.connections == 2
+
+
+def test_a_group_the_server_never_answers_is_an_error_for_each_after_the_timeout(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
+) -> None:
+    server = serve(lambda conn: conn.hang())
+    poster = make_poster(server.url, timeout_s=0.3)
+
+    started = time.monotonic()
+    answers = poster.post_many(bodies(5))
+
+    assert time.monotonic() - started < PROMPT_S
+    assert len(answers) == 5
+    assert all(isinstance(answer, HttpError) for answer in answers)
+
+
+def test_a_group_to_a_refused_port_is_an_error_for_each(
+    make_poster: Callable[..., HttpPoster],
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    poster = make_poster(f"http://127.0.0.1:{port}{PATH}")
+
+    answers = poster.post_many(bodies(3))
+
+    assert len(answers) == 3
+    assert all(isinstance(answer, HttpError) for answer in answers)

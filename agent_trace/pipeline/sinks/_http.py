@@ -4,7 +4,10 @@ The Sentry envelope sink makes one request per transaction (an envelope holds on
 cost of a request is the cost of the sink. Measured on loopback with 3.6 KB bodies, CPU per
 request: sentry-sdk's urllib3 transport 410-520 us, `http.client` 120-160 us (most of it in
 parsing the answer's headers with the email package), a socket and the parser 15-16 us
-(the poll of the idle connection and the request's deadline included).
+(the poll of the idle connection and the request's deadline included). `post_many` pipelines
+a group of requests (one write, then the answers in order): with 32 requests a group, a third
+of the CPU and half the wall time of posting them one by one, and one wake-up of the export
+thread instead of 32, each of which waits for the application to hand back the GIL.
 
 Only what a POST to an ingestion endpoint needs: answers with a length, in chunks or up to
 the connection's end; `1xx` answers skipped; a kept-alive connection that the server closed
@@ -30,7 +33,7 @@ import time
 import urllib.parse
 import urllib.request
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 __all__ = ["HttpAnswer", "HttpError", "HttpPoster"]
@@ -116,6 +119,8 @@ class HttpPoster:
         # shuts it down to wake the request waiting on it.
         self._opening: socket.socket | None = None
         self._closed = False
+        # Off for good once a connection ended part-way through pipelined requests.
+        self._pipelining = True
         poster = weakref.ref(self)
 
         def after_fork_in_child() -> None:
@@ -143,7 +148,7 @@ class HttpPoster:
         given (see the class).
         """
         extra = _header_lines(headers) if headers else b""
-        data = b"".join((self._head, extra, b"Content-Length: %d\r\n\r\n" % len(body), body))
+        data = self._request(body, extra)
         with self._lock:
             if self._closed:
                 # A close() that came as the last request ended may have left it the socket.
@@ -152,33 +157,91 @@ class HttpPoster:
             # The timeout bounds the whole request, retry included: a server that trickles
             # its answer a byte at a time cannot hold the export thread past it.
             deadline = time.monotonic() + self._timeout_s
+            with self._guarded():
+                return self._post_one(data, deadline)
+
+    def post_many(self, bodies: Sequence[bytes]) -> list[HttpAnswer | HttpError]:
+        """Post each body; the answers in order, an HttpError for each that got none.
+
+        The requests are pipelined (RFC 9112, section 9.3.2): written together on the
+        kept-alive connection, and their answers read in order, so a few dozen small requests
+        cost one write, a read or two and one wake-up of this thread instead of one each.
+        The timeout bounds the whole group. When the server announces a close part-way, the
+        requests after it go again on a new connection; when a connection ends part-way
+        without a word, the rest go one at a time and the poster stops pipelining (a server
+        or proxy that does not keep pipelined requests). A request re-sent that way may have
+        reached the server before: Sentry drops a transaction it already has by event id.
+        """
+        requests = [self._request(body) for body in bodies]
+        results: list[HttpAnswer | HttpError] = []
+        with self._lock:
+            if self._closed:
+                self._drop()
+                return [HttpError("the connection is closed")] * len(requests)
+            deadline = time.monotonic() + self._timeout_s
             try:
-                try:
-                    return self._exchange(data, deadline)
-                except _Stale:
-                    # The server closed the kept-alive connection as the request reached it
-                    # (its idle timer ran out) without a byte of answer: once more, on a new
-                    # one, unless the end came from close() shutting the connection down.
-                    self._drop()
-                    if self._closed:
-                        raise HttpError("the poster was closed during the request") from None
-                    # A new connection is never stale: this raises HttpError, not _Stale.
-                    return self._exchange(data, deadline)
-            except HttpError:
+                with self._guarded():
+                    retried = False
+                    while len(requests) - len(results) > 1 and self._pipelining:
+                        answers: list[HttpAnswer] = []
+                        try:
+                            end = self._pipeline(requests[len(results) :], deadline, answers)
+                        finally:
+                            results.extend(answers)
+                        if len(results) == len(requests):
+                            break
+                        if end == "closed" or (end == "stale" and not retried):
+                            retried = retried or end == "stale"
+                            self._raise_if_closed()
+                            continue
+                        self._pipelining = False
+                    while len(results) < len(requests):
+                        results.append(self._post_one(requests[len(results)], deadline))
+            except HttpError as exc:
+                results.append(exc)
+            unsent = HttpError("not sent: an earlier request of the group got no answer")
+            results.extend(unsent for _ in range(len(requests) - len(results)))
+        return results
+
+    def _request(self, body: bytes, extra: bytes = b"") -> bytes:
+        return b"".join((self._head, extra, b"Content-Length: %d\r\n\r\n" % len(body), body))
+
+    def _post_one(self, data: bytes, deadline: float) -> HttpAnswer:
+        """One request on the connection (the lock held), retried once on a new connection
+        when the kept-alive one turns out closed."""
+        try:
+            return self._exchange(data, deadline)
+        except _Stale:
+            # The server closed the kept-alive connection as the request reached it (its
+            # idle timer ran out) without a byte of answer: once more, on a new one, unless
+            # the end came from close() shutting the connection down.
+            self._drop()
+            if self._closed:
+                raise HttpError("the poster was closed during the request") from None
+            # A new connection is never stale: this raises HttpError, not _Stale.
+            return self._exchange(data, deadline)
+
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """What every request runs under (the lock held): failures become HttpError, and
+        a connection left in an unknown state is dropped."""
+        try:
+            yield
+        except HttpError:
+            self._drop()
+            raise
+        except (OSError, ValueError) as exc:
+            self._drop()
+            raise HttpError(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, a greenlet's timeout) with the answer not
+            # read: it would arrive late and pass for the next request's.
+            self._drop()
+            raise
+        finally:
+            if self._closed:
+                # close() came during this request and left the connection to it.
                 self._drop()
-                raise
-            except (OSError, ValueError) as exc:
-                self._drop()
-                raise HttpError(f"{type(exc).__name__}: {exc}") from exc
-            except BaseException:
-                # Interrupted (KeyboardInterrupt, a greenlet's timeout) with the answer not
-                # read: it would arrive late and pass for the next request's.
-                self._drop()
-                raise
-            finally:
-                if self._closed:
-                    # close() came during this request and left the connection to it.
-                    self._drop()
 
     def close(self) -> None:
         """Close the connection; a request blocked on it, or on setting it up, fails at once.
@@ -309,10 +372,55 @@ class HttpPoster:
             # `100 Continue` and the like come before the real answer. The server has the
             # request now: a close from here on is an error, never a stale connection.
             status, version, headers, buffer = _read_head(sock, buffer, deadline, reused=False)
-        keep_alive = _read_body(sock, status, headers, buffer, deadline)
-        if not (keep_alive and _keeps_alive(version, headers)):
+        rest = _read_body(sock, status, headers, buffer, deadline)
+        # Nothing may follow an answer we did not ask for: such a connection is not reused.
+        if rest != b"" or not _keeps_alive(version, headers):
             self._drop()
         return HttpAnswer(status, headers)
+
+    def _pipeline(
+        self, requests: Sequence[bytes], deadline: float, answers: list[HttpAnswer]
+    ) -> str:
+        """Write `requests` at once, then read their answers into `answers`, in order.
+
+        Returns "done" when each got its answer, "closed" when the server announced it would
+        close the connection after the last answer read (it processes none of the requests
+        after it: RFC 9112, section 9.6), "stale" when a reused connection ended before any
+        answer, "ended" when the connection ended without a word after some.
+        """
+        if self._idle_poll is not None and self._idle_poll.poll(0):
+            self._drop()  # see _exchange
+        sock = self._sock
+        reused = sock is not None
+        if sock is None:
+            sock = self._sock = self._connect(deadline)
+            self._raise_if_closed()
+            self._idle_poll = select.poll()
+            self._idle_poll.register(sock, select.POLLIN)
+        _limit(sock, deadline)
+        # The answers (a few hundred bytes each, a group is a few dozen) fit in the sockets'
+        # buffers: the server cannot stall writing them while this still writes requests.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            # A server that closed part-way may have answered the first requests: read on.
+            sock.sendall(b"".join(requests))
+        buffer = b""
+        for _ in requests:
+            try:
+                status, version, headers, buffer = _read_head(sock, buffer, deadline, reused=True)
+            except (_Stale, ConnectionResetError):
+                self._drop()
+                return "stale" if reused and not answers else "ended"
+            while 100 <= status < 200:
+                status, version, headers, buffer = _read_head(sock, buffer, deadline, reused=False)
+            rest = _read_body(sock, status, headers, buffer, deadline)
+            answers.append(HttpAnswer(status, headers))
+            if rest is None or not _keeps_alive(version, headers):
+                self._drop()
+                return "done" if len(answers) == len(requests) else "closed"
+            buffer = rest
+        if buffer:
+            self._drop()  # bytes no request asked for
+        return "done"
 
 
 def _answer_left(sock: socket.socket, deadline: float) -> HttpAnswer | None:
@@ -391,10 +499,11 @@ def _read_head(
 
 def _read_body(
     sock: socket.socket, status: int, headers: dict[str, str], buffer: bytes, deadline: float
-) -> bool:
-    """Read and discard the answer's body; False when the connection cannot be reused."""
+) -> bytes | None:
+    """Read and discard the answer's body; the bytes read past it (the start of the next
+    answer when requests were pipelined), or None when the connection cannot be reused."""
     if status in (204, 304):
-        return not buffer
+        return buffer
     if "chunked" in headers.get("transfer-encoding", "").lower():
         return _read_chunks(sock, buffer, deadline)
     length_text = headers.get("content-length")
@@ -408,12 +517,12 @@ def _read_body(
             raise HttpError("a malformed Content-Length in the answer")
         length = int(length_text)
         if length > _MAX_BODY:
-            return False
+            return None
         left = length - len(buffer)
         while left > 0:
-            left -= len(_recv_some(sock, deadline))
-        # Nothing may follow an answer we did not ask for: the connection is not reused.
-        return left == 0
+            buffer = _recv_some(sock, deadline)
+            left -= len(buffer)
+        return buffer[len(buffer) + left :] if left < 0 else b""
     # No length: the body runs to the connection's end.
     read = len(buffer)
     while read <= _MAX_BODY:
@@ -421,11 +530,11 @@ def _read_body(
         if not chunk:
             break
         read += len(chunk)
-    return False
+    return None
 
 
-def _read_chunks(sock: socket.socket, buffer: bytes, deadline: float) -> bool:
-    """Read and discard a chunked body; False when the connection cannot be reused."""
+def _read_chunks(sock: socket.socket, buffer: bytes, deadline: float) -> bytes | None:
+    """Read and discard a chunked body; as `_read_body`."""
     total = 0
     while True:
         line, buffer = _read_line(sock, buffer, deadline)
@@ -437,7 +546,7 @@ def _read_chunks(sock: socket.socket, buffer: bytes, deadline: float) -> bool:
             break
         total += size
         if total > _MAX_BODY:
-            return False
+            return None
         # A chunk's data is dropped as it arrives: only its size line is held whole.
         while len(buffer) < size:
             size -= len(buffer)
@@ -449,7 +558,7 @@ def _read_chunks(sock: socket.socket, buffer: bytes, deadline: float) -> bool:
     while True:
         trailer, buffer = _read_line(sock, buffer, deadline)
         if not trailer:
-            return not buffer
+            return buffer
 
 
 def _read_line(sock: socket.socket, buffer: bytes, deadline: float) -> tuple[bytes, bytes]:
