@@ -124,6 +124,10 @@ class SentryDsn:
             raise _fail(setting, shown, "the scheme must be http or https", _DSN_FIX)
         if not parts.username:
             raise _fail(setting, shown, "the DSN has no public key before '@'", _DSN_FIX)
+        if not re.fullmatch(r"[A-Za-z0-9._~-]+", parts.username):
+            # It goes into the X-Sentry-Auth header of every request.
+            reason = "the public key may hold only letters, digits and . _ ~ -"
+            raise _fail(setting, shown, reason, _DSN_FIX)
         if not parts.hostname or any(c.isspace() for c in raw):
             raise _fail(setting, shown, "the DSN has no host or contains spaces", _DSN_FIX)
         path = parts.path.rstrip("/")

@@ -37,8 +37,11 @@ def config_error(env: dict[str, str] | None = None, **kwargs: object) -> str:
         (f"http://{SECRET_KEY}@127.0.0.1:9000/", "project id"),
         (f"http://{SECRET_KEY}@127.0.0.1:9000/not-a-number", "project id"),
         (f"ftp://{SECRET_KEY}@127.0.0.1:9000/1", "scheme"),
+        # Sent in every request's X-Sentry-Auth header: only what a header can carry as is.
+        ("http://k\u00e9y\u2603@127.0.0.1:9000/1", "public key"),
+        ("http://key%0d%0aX-Evil:1@127.0.0.1:9000/1", "public key"),
     ],
-    ids=["no-key", "no-project", "non-numeric-project", "bad-scheme"],
+    ids=["no-key", "no-project", "non-numeric-project", "bad-scheme", "non-ascii-key", "crlf-key"],
 )
 def test_malformed_dsn_names_the_setting_and_the_fix(dsn: str, problem: str) -> None:
     message = config_error(sentry_dsn=dsn)
