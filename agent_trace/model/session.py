@@ -101,6 +101,11 @@ class Session(Scope):
         if span.is_recording():
             self._open_ref = ref = weakref.ref(self, _open_sessions.discard)
             _open_sessions.add(ref)
+            pipeline = self._pipeline
+            if pipeline is not None:
+                # Every span of the session carries its id: the scrubber learns it is clean
+                # now, rather than scanning it on the first span (it checks the id's shape).
+                pipeline.scrubber.learn_clean_id(A.CONVERSATION_ID, self.session_id)
         else:
             context = span.get_span_context()
             self._sampled_out = context.is_valid and not context.trace_flags.sampled

@@ -303,6 +303,8 @@ def _scrub_value(value: AttributeValue, depth: int = 0) -> AttributeValue:
 # Bounds of the scrubber's cache of clean texts (entries, characters per entry).
 _CLEAN_TEXTS = 4096
 _CLEAN_TEXT_LENGTH = 256
+# What a generated id is made of (session ids): no scrubbing pattern matches such a text.
+_HEX_DIGITS = "0123456789abcdef"
 # Arrays longer than this are not remembered as clean attribute values.
 _CLEAN_TUPLE_ITEMS = 32
 _PLAIN_TYPES = frozenset({str, bool, int, float})
@@ -444,6 +446,21 @@ class Scrubber:
             if len(clean) >= _CLEAN_TEXTS:
                 clean.clear()
             clean.add(text)
+
+    def learn_clean_id(self, key: str, value: str) -> None:
+        """Remember `value` under `key` as clean if it is an id made of lowercase hex digits.
+
+        Such a text can match no pattern (each needs a character or word outside 0-9a-f), so
+        it is settled without the scan; anything else is left to the scan as usual.
+        """
+        if (
+            type(value) is str
+            and 0 < len(value) <= 64
+            and not value.strip(_HEX_DIGITS)
+            and not self._drop_key(key)
+        ):
+            self._remember(value)
+            self._remember_item(key, value)
 
     def _remember_item(self, key: str, value: AttributeValue) -> None:
         """Remember a clean attribute of a harmless key, if it is of a kind that repeats.

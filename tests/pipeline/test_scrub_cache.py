@@ -61,3 +61,28 @@ def test_unhashable_values_set_through_the_raw_api_are_still_scrubbed() -> None:
     for value in recorded:
         assert value["authorization"] == REDACTED
         assert value["x"] == "1"
+
+
+def test_a_caller_session_id_that_holds_an_address_is_still_scrubbed() -> None:
+    with capture_spans() as spans:
+        with agent_trace.session("review", session_id="bob@example.org") as s, s.turn("ethics"):
+            pass
+        ids = [s.attributes["gen_ai.conversation.id"] for s in spans.spans]
+
+    assert len(ids) == 2
+    assert all("bob@example.org" not in value for value in ids)
+
+
+def test_only_hex_ids_under_harmless_keys_are_learned_as_clean() -> None:
+    scrubber = Scrubber()
+    scrubber.learn_clean_id("gen_ai.conversation.id", "0123456789abcdef0123456789abcdef")
+    scrubber.learn_clean_id("app.api_key", "deadbeefdeadbeef")
+    scrubber.learn_clean_id("gen_ai.conversation.id", "token=deadbeef")
+
+    kept, _ = scrubber.attributes({"gen_ai.conversation.id": "0123456789abcdef0123456789abcdef"})
+    secret, touched = scrubber.attributes({"app.api_key": "deadbeefdeadbeef"})
+    query, _ = scrubber.attributes({"gen_ai.conversation.id": "token=deadbeef"})
+
+    assert kept is None
+    assert secret == {"app.api_key": REDACTED} and touched == ["app.api_key"]
+    assert query is not None and "deadbeef" not in str(query["gen_ai.conversation.id"])
