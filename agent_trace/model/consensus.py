@@ -27,6 +27,20 @@ _AGAINST = frozenset(
 )
 _ABSTAIN = frozenset({"abstain", "none", "", "pass", "skip"})
 
+# The round's attribute names, joined once rather than for every round.
+_ALGORITHM = A.CONSENSUS + "algorithm"
+_ROUND = A.CONSENSUS + "round"
+_THRESHOLD = A.CONSENSUS + "threshold"
+_QUORUM = A.CONSENSUS + "quorum"
+_PARTICIPANTS = A.CONSENSUS + "participants"
+_PARTICIPANTS_COUNT = A.CONSENSUS + "participants.count"
+_VOTES_FOR = A.CONSENSUS + "votes.for"
+_VOTES_AGAINST = A.CONSENSUS + "votes.against"
+_VOTES_ABSTAIN = A.CONSENSUS + "votes.abstain"
+_AGREEMENT = A.CONSENSUS + "agreement"
+_OUTCOME = A.CONSENSUS + "outcome"
+_DECISION = A.CONSENSUS + "decision"
+
 
 def vote_side(value: Any) -> str:
     """Classify a vote value as `for`, `against` or `abstain` (unknown values abstain)."""
@@ -133,15 +147,14 @@ class ConsensusRound(Scope):
         # so a vote changed many times leaves no rounding residue in the weights.
         self._votes: dict[str, tuple[Any, float]] = {}
         self._sides: dict[str, str] = {}
-        p = A.CONSENSUS
         raw = {
-            p + "algorithm": algorithm,
-            p + "round": round,
-            p + "threshold": self.threshold,
-            p + "quorum": self.quorum,
-            p + "participants": self.participants or None,
+            _ALGORITHM: algorithm,
+            _ROUND: round,
+            _THRESHOLD: self.threshold,
+            _QUORUM: self.quorum,
+            _PARTICIPANTS: self.participants or None,
             # The list is cut at the attribute limit; the count is always whole.
-            p + "participants.count": len(self.participants),
+            _PARTICIPANTS_COUNT: len(self.participants),
             **attrs,
         }
         super().__init__(session, f"consensus_round {self.algorithm}", raw, convert=True)
@@ -215,9 +228,10 @@ class ConsensusRound(Scope):
 
     def conclude(self, outcome: str | None = None, *, decision: str | None = None) -> RoundResult:
         """Tally the votes (or take `outcome`) and record the result on the round span."""
-        counts = {"for": 0, "against": 0, "abstain": 0}
+        counts = _NO_VOTES
         share_for = share_against = 0.0
         if self._sides:
+            counts = {"for": 0, "against": 0, "abstain": 0}
             weights: dict[str, list[float]] = {"for": [], "against": [], "abstain": []}
             for agent, side in self._sides.items():
                 counts[side] += 1
@@ -233,6 +247,8 @@ class ConsensusRound(Scope):
             outcome = A.name_text(outcome)
         if decision is not None:
             decision = A.name_text(decision)
+        # Ours are attribute values as they are; a caller's text goes through the rule.
+        given = outcome is not None or decision is not None
         if outcome is None:
             if cast_total < self.quorum:
                 outcome = "no_quorum"
@@ -255,16 +271,15 @@ class ConsensusRound(Scope):
         if span.is_recording():
             # Set as they are: counts and a share between 0 and 1 are attribute values already,
             # only the texts go through the attribute rule.
-            p = A.CONSENSUS
             result: dict[str, Any] = {
-                p + "votes.for": counts["for"],
-                p + "votes.against": counts["against"],
-                p + "votes.abstain": counts["abstain"],
-                p + "agreement": self.result.agreement,
-                p + "outcome": A.to_attribute(outcome),
+                _VOTES_FOR: counts["for"],
+                _VOTES_AGAINST: counts["against"],
+                _VOTES_ABSTAIN: counts["abstain"],
+                _AGREEMENT: self.result.agreement,
+                _OUTCOME: A.to_attribute(outcome) if given else outcome,
             }
             if decision is not None:
-                result[p + "decision"] = A.to_attribute(decision)
+                result[_DECISION] = A.to_attribute(decision) if given else decision
             set_converted(span, result)
         return self.result
 
@@ -279,6 +294,10 @@ class ConsensusRound(Scope):
             labels = {"algorithm": self.algorithm, "outcome": self.result.outcome}
             pipeline.metrics.rounds.add(1, labels)
             pipeline.metrics.round_duration.record(duration_s, labels)
+
+
+# The tally of a round without votes (never changed: `conclude` counts in a dict of its own).
+_NO_VOTES = {"for": 0, "against": 0, "abstain": 0}
 
 
 def _shares(weights_for: list[float], weights_against: list[float]) -> tuple[float, float]:
@@ -313,6 +332,8 @@ def _threshold(value: Any) -> float:
     """The agreement a round needs; None or a value that is no finite number means 0.5."""
     if value is None:
         return 0.5
+    if type(value) is float and math.isfinite(value):
+        return value
     number = _finite(value)
     if number is None:
         warn_once(
