@@ -1,15 +1,12 @@
-"""The one span processor on our provider: fan out to every sink, each span scrubbed once."""
+"""The one span processor on our provider: scrub once, then fan out to every sink."""
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -17,38 +14,19 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from agent_trace._log import internal_error
 from agent_trace.pipeline.drops import DropCounter
 from agent_trace.pipeline.scrub import Scrubber
-from agent_trace.pipeline.sinks._pacing import Pacer
 from agent_trace.pipeline.worker import SinkWorker, SpanSink
 
-__all__ = ["SCRUB_FAILED", "PipelineProcessor"]
+__all__ = ["PipelineProcessor"]
 
 _log = logging.getLogger(__name__)
-
-# The drop reason of a span that could not be scrubbed: no sink ever receives it.
-SCRUB_FAILED = "scrub_failed"
-
-
-class _Pending:
-    """A finished span queued for several sinks, scrubbed by the first export thread to reach
-    it (or on the application's thread, for synchronous sinks); the others take its result."""
-
-    __slots__ = ("clean", "failed", "span")
-
-    def __init__(self, span: ReadableSpan, clean: ReadableSpan | None = None) -> None:
-        self.span = span
-        self.clean = clean
-        self.failed = False
 
 
 class PipelineProcessor(SpanProcessor):
     """Called by the SDK on the application's thread when a span ends.
 
-    Scrubbing happens once per span, before any sink sees it, and the scrubbed span is the same
-    object for every sink, so every sink receives identical ids, attributes and redactions.
-    Synchronous sinks (the test kit's memory sink) are fed inline, scrubbed inline. The others
-    get the span through their own bounded queue, unscrubbed, and it is scrubbed on their
-    export threads (`_scrubbed`): the application's thread only appends to the queues. A span
-    that cannot be scrubbed is counted as dropped (`scrub_failed`) for every sink.
+    The scrubbed span is the same object for every sink, so every sink receives identical ids,
+    attributes and redactions. Synchronous sinks (the test kit's memory sink) are fed inline;
+    the others get the span through their own bounded queue.
     """
 
     def __init__(
@@ -62,82 +40,26 @@ class PipelineProcessor(SpanProcessor):
         self._workers = tuple(workers)
         self._synchronous = tuple(synchronous)
         self._drops = drops
-        # With one queued sink, its queue holds the spans themselves; with more, one shared
-        # `_Pending` per span, so that a span is scrubbed once whichever thread gets to it.
-        self._shared = len(self._workers) > 1
-        # Export threads scrub under this lock: the first to reach a shared span scrubs it.
-        self._scrub_lock = threading.Lock()
-        for worker in self._workers:
-            worker.prepare = functools.partial(self._scrubbed, worker.sink.name)
-        self_ref = weakref.ref(self)
-
-        def _after_fork() -> None:
-            # An export thread scrubbing at the fork holds the lock forever in the child, where
-            # that thread does not exist: the child's export threads would wait on it for good.
-            processor = self_ref()
-            if processor is not None:
-                processor._scrub_lock = threading.Lock()
-
-        os.register_at_fork(after_in_child=_after_fork)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        item: Any = span
-        if self._synchronous:
-            clean = self._scrub(span)
-            if clean is None:
-                for name in self.sink_names:
-                    self._drops.add(name, SCRUB_FAILED)
-                return
-            for sink in self._synchronous:
-                try:
-                    sink.export((clean,))
-                except Exception:
-                    internal_error(_log, f"sink {sink.name}")
-            item = _Pending(span, clean)
-        elif self._shared:
-            item = _Pending(span)
-        for worker in self._workers:
-            worker.enqueue(item)
-
-    def _scrub(self, span: ReadableSpan) -> ReadableSpan | None:
         try:
-            return self._scrubber.span(span)
+            clean = self._scrubber.span(span)
         except Exception:
-            # Never pass on a span we could not scrub: it is counted lost instead.
+            # Never pass on a span we could not scrub: count it lost instead.
             internal_error(_log, "scrubbing")
-            return None
-
-    def _scrubbed(
-        self, sink_name: str, items: Sequence[Any], pacer: Pacer | None
-    ) -> list[ReadableSpan]:
-        """The scrubbed spans of a batch, on a sink's export thread (see `SinkWorker.prepare`).
-
-        Spans that cannot be scrubbed are left out and counted for this sink; every other sink
-        meets the same failure (a shared span is tried once) and counts its own.
-        """
-        spans: list[ReadableSpan] = []
-        failed = 0
-        with self._scrub_lock:
-            for item in items:
-                if pacer is not None:
-                    pacer.tick()
-                if type(item) is _Pending:
-                    clean = item.clean
-                    if clean is None and not item.failed:
-                        clean = item.clean = self._scrub(item.span)
-                        item.failed = clean is None
-                else:
-                    clean = self._scrub(item)
-                if clean is None:
-                    failed += 1
-                else:
-                    spans.append(clean)
-        if failed:
-            self._drops.add(sink_name, SCRUB_FAILED, failed)
-        return spans
+            for name in self.sink_names:
+                self._drops.add(name, "scrub_failed")
+            return
+        for sink in self._synchronous:
+            try:
+                sink.export((clean,))
+            except Exception:
+                internal_error(_log, f"sink {sink.name}")
+        for worker in self._workers:
+            worker.enqueue(clean)
 
     @property
     def sink_names(self) -> list[str]:

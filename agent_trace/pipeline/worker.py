@@ -14,13 +14,13 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan
 
-from agent_trace._log import internal_error, warn_once
+from agent_trace._log import warn_once
 from agent_trace.pipeline.drops import (
     AFTER_SHUTDOWN,
     EXPORT_FAILED,
@@ -28,14 +28,9 @@ from agent_trace.pipeline.drops import (
     SHUTDOWN_TIMEOUT,
     DropCounter,
 )
-from agent_trace.pipeline.sinks._pacing import PacedBatch, Pacer
+from agent_trace.pipeline.sinks._pacing import PacedBatch
 
-__all__ = ["Prepare", "SinkWorker", "SpanSink"]
-
-# Turns a batch of queued items into the spans to export, on the export thread, before the
-# sink sees them (the processor's scrubbing step); spans it leaves out it has counted itself.
-# The pacer gives the application the GIL back during long batches (None: unpaced).
-Prepare = Callable[[Sequence[Any], Pacer | None], list[ReadableSpan]]
+__all__ = ["SinkWorker", "SpanSink"]
 
 _log = logging.getLogger(__name__)
 
@@ -72,8 +67,6 @@ class SinkWorker:
     """Feeds one sink from a bounded queue on a daemon thread.
 
     `enqueue` is called on the application's threads and never blocks beyond a short lock.
-    When `prepare` is set (before the first enqueue), the queue holds whatever the caller
-    enqueues and `prepare` makes the spans of each batch on the export thread.
     """
 
     def __init__(
@@ -90,7 +83,7 @@ class SinkWorker:
         self._max_queue = max_queue_size
         self._max_batch = max_batch_size
         self._delay_s = schedule_delay_s
-        self._queue: deque[Any] = deque()
+        self._queue: deque[ReadableSpan] = deque()
         self._cond = threading.Condition()
         self._flush_requested = False
         self._closed = False
@@ -114,7 +107,6 @@ class SinkWorker:
         self._next_full_warning = 0.0
         self.last_error: str | None = None
         self.exported = 0
-        self.prepare: Prepare | None = None
         self._start_thread()
         self_ref = weakref.ref(self)
 
@@ -148,7 +140,7 @@ class SinkWorker:
     def queued(self) -> int:
         return len(self._queue)
 
-    def enqueue(self, span: Any) -> None:
+    def enqueue(self, span: ReadableSpan) -> None:
         queue = self._queue
         if self._closed:
             self._drops.add(self.sink.name, AFTER_SHUTDOWN)
@@ -225,27 +217,7 @@ class SinkWorker:
                 self._taken += count
                 self._in_flight = count
                 paced = self._should_pace()
-            if self.prepare is not None:
-                batch = self._prepared(self.prepare, batch, paced)
             self._export(PacedBatch(batch, self._should_pace) if paced else batch)
-
-    def _prepared(self, prepare: Prepare, items: list[Any], paced: bool) -> list[ReadableSpan]:
-        """The spans `prepare` makes of a batch; those it leaves out are settled as failed."""
-        try:
-            spans = prepare(items, Pacer(self._should_pace) if paced else None)
-        except Exception:
-            # `prepare` counts what it leaves out; a failure of its own loses the whole batch.
-            internal_error(_log, f"preparing spans for the {self.sink.name} sink")
-            self._drops.add(self.sink.name, EXPORT_FAILED, len(items))
-            spans = []
-        lost = len(items) - len(spans)
-        if lost:
-            with self._cond:
-                self._in_flight -= lost
-                self._done += lost
-                self._failed += lost
-                self._cond.notify_all()
-        return spans
 
     def _should_pace(self) -> bool:
         """The application's threads first (see `_pacing`), unless a backlog builds up or
@@ -253,13 +225,6 @@ class SinkWorker:
         return len(self._queue) < self._max_batch and not self._flush_requested and not self._closed
 
     def _export(self, batch: Sequence[ReadableSpan]) -> None:
-        if not batch:
-            # Everything was left out before the sink (counted there): settle the empty batch.
-            with self._cond:
-                self._written_off = False
-                self._in_flight = 0
-                self._cond.notify_all()
-            return
         ok = False
         try:
             ok = bool(self.sink.export(batch))

@@ -1,8 +1,7 @@
-"""Queued sinks get spans scrubbed on the export threads, once per span, never unscrubbed."""
+"""Every sink gets each span scrubbed once, the same object, and never an unscrubbed one."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -13,7 +12,6 @@ import agent_trace
 from agent_trace import _runtime
 from agent_trace.pipeline.scrub import Scrubber
 from agent_trace.testing import capture_spans
-from tests.reliability.test_fork_locks import child_exit_code, held_by_another_thread
 
 SECRET = "reach me at bob@example.org"
 
@@ -84,7 +82,7 @@ def _review() -> None:
 
 
 @pytest.mark.parametrize("sinks", [1, 2], indirect=True)
-def test_queued_sinks_get_the_same_spans_scrubbed_once_on_export_threads(
+def test_queued_sinks_get_the_same_spans_scrubbed_once(
     sinks: list[QueuedSink],
 ) -> None:
     watched = WatchedScrubbing(_pipeline_scrubber())
@@ -106,8 +104,9 @@ def test_queued_sinks_get_the_same_spans_scrubbed_once_on_export_threads(
     assert "bob@example.org" not in root.attributes["agent_trace.note"]
     assert list(root.attributes["agent_trace.scrubbed"]) == ["agent_trace.note"]
     assert sorted(watched.calls.values()) == [1, 1, 1]
-    assert threading.current_thread().name not in watched.threads
-    assert all(name.startswith("agent-trace-") for name in watched.threads)
+    # Scrubbed where the span ends, while its data is in the cache: on an export thread it
+    # cost two to three times as much CPU (measured), for no gain in the traced program.
+    assert watched.threads == {threading.current_thread().name}
 
 
 @pytest.mark.parametrize("sinks", [1, 2], indirect=True)
@@ -128,7 +127,7 @@ def test_a_span_that_cannot_be_scrubbed_reaches_no_sink_and_is_counted_for_each(
         ]
         key = (sink.name, "scrub_failed")
         assert after.get(key, 0) - before.get(key, 0) == 1
-    # Tried once, whichever sink's thread got to it first.
+    # Tried once for all the sinks.
     assert sorted(watched.calls.values()) == [1, 1, 1]
     # The flush after reports no new loss.
     assert agent_trace.force_flush(timeout_s=5.0) is True
@@ -151,28 +150,3 @@ def test_a_synchronous_sink_and_queued_sinks_share_the_scrubbing_done_inline() -
     assert sorted(watched.calls.values()) == [1, 1, 1]
     key = ("inline-shared", "scrub_failed")
     assert after.get(key, 0) - before.get(key, 0) == 1
-
-
-def test_a_fork_while_an_export_thread_scrubs_leaves_the_child_exporting() -> None:
-    sink = QueuedSink("fork-scrub")
-    agent_trace.configure("fork-scrub", _extra_sinks=[sink], _env={}, local_file=False)
-    try:
-        pipeline = _runtime.current()
-        assert pipeline is not None
-        let_go = held_by_another_thread(pipeline.processor._scrub_lock)
-        try:
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child reports through its exit code
-                code = 1
-                try:
-                    with agent_trace.session("in-child") as s, s.turn("ethics"):
-                        pass
-                    flushed = agent_trace.force_flush(timeout_s=10.0)
-                    code = 0 if flushed and len(sink.spans) == 2 else 2
-                finally:
-                    os._exit(code)
-        finally:
-            let_go()
-        assert child_exit_code(pid) == 0
-    finally:
-        agent_trace.shutdown(timeout_s=5.0)
