@@ -493,6 +493,34 @@ class Scrubber:
 
     def span(self, span: ReadableSpan) -> ReadableSpan:
         """Return `span` itself when clean, else a scrubbed copy with the same ids."""
+        # The common case in one pass over the SDK's stored fields, without a call per part:
+        # a short ASCII name, no events, no links, no status text, and every attribute pair
+        # seen clean before. Anything else takes the full path (`_span`).
+        stored: Any = getattr(span, "_attributes", None)
+        if type(stored) is BoundedAttributes and stored._immutable:
+            name: Any = getattr(span, "_name", None)
+            events: Any = getattr(span, "_events", None)
+            links: Any = getattr(span, "_links", None)
+            status: Any = getattr(span, "_status", None)
+            if (
+                type(name) is str
+                and name.isascii()
+                and len(name) <= MAX_NAME_LENGTH
+                and type(events) is BoundedList
+                and not events._dq  # type: ignore[attr-defined]
+                and type(links) is BoundedList
+                and not links._dq  # type: ignore[attr-defined]
+                and type(status) is Status
+                and not status.description
+            ):
+                try:
+                    if stored._dict.items() <= self._clean_items:
+                        return span
+                except Exception:
+                    pass  # An unhashable value: judged on the full path.
+        return self._span(span)
+
+    def _span(self, span: ReadableSpan) -> ReadableSpan:
         # The stored name when there is one: the public property costs a Python call a span.
         name = original_name = getattr(span, "_name", None) or span.name
         if not name.isascii() or len(name) > MAX_NAME_LENGTH:
