@@ -319,6 +319,11 @@ class SentryEnvelopeSink:
         # Converting a batch is pure Python: a paced batch lets the application's threads in.
         pacer = pacer_for(spans)
         with self._lock:
+            if self._closed:
+                # A batch the worker was handing over as shutdown came, which left it to the
+                # sink: parked or posted now, it would never be counted.
+                self._drops.add(self.name, SHUTDOWN_TIMEOUT, len(spans))
+                return False
             parked = self._parked
             parked_roots = self._parked_roots
             for span in spans:
