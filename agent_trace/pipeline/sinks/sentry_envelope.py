@@ -542,8 +542,9 @@ def _transaction_limit_s(answer: HttpAnswer) -> float | None:
             fields = entry.strip().split(":")
             if len(fields) < 2:
                 continue
-            categories = fields[1].split(";") if fields[1] else []
-            if categories and "transaction" not in categories:
+            # Proxies and hand-written limits put spaces around the names.
+            categories = [name.strip() for name in fields[1].split(";")]
+            if any(categories) and "transaction" not in categories:
                 continue
             seconds = _seconds(fields[0])
             if seconds is not None:
@@ -561,6 +562,7 @@ def _seconds(text: str) -> float | None:
         value = float(text.strip())
     except ValueError:
         return None
-    if not math.isfinite(value) or value < 0:
+    # An infinite limit is the longest we believe, not none at all.
+    if math.isnan(value) or value < 0:
         return None
     return min(value, _MAX_RETRY_AFTER_S)
