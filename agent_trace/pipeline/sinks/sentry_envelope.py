@@ -116,8 +116,19 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     return value
 
 
-# A JSON string literal for a text, escaped to ASCII (lone surrogates included), in C.
-_quote = json.encoder.encode_basestring_ascii
+# A JSON string literal for a text, in C. Not escaped to ASCII: a lone surrogate (which the
+# OpenTelemetry API lets through) would become a `\udXXX` escape that Sentry's JSON parser
+# refuses, losing the whole envelope; unescaped, `_utf8` replaces it.
+_quote = json.encoder.encode_basestring
+
+
+def _utf8(text: str) -> bytes:
+    """`text` as UTF-8, a lone surrogate replaced by U+FFFD (a pair split in two joined)."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # Rare: the cost of the round trip is paid by the envelope that needs it.
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
 
 
 def _refuse(value: Any) -> Any:
@@ -127,7 +138,7 @@ def _refuse(value: Any) -> Any:
 def _make_encode() -> Callable[[Any], str]:
     """Compact JSON refusing NaN, without `JSONEncoder.encode`'s per-call set-up: the C
     encoder is made once (no circular check: attribute values cannot refer to themselves)."""
-    fallback = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+    fallback = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return fallback
@@ -468,14 +479,15 @@ class SentryEnvelopeSink:
 
     def _envelope(self, root: ReadableSpan, children: Sequence[_Parked]) -> bytes:
         event_id = uuid.uuid4().hex
-        payload = transaction_json(
+        payload_text = transaction_json(
             root,
             [child.json for child in children],
             event_id=event_id,
             environment=self._environment,
             release=self._release,
             resource_json=self._resource_json(root),
-        ).encode()
+        )
+        payload = _utf8(payload_text)
         ctx = root.context
         assert ctx is not None
         # The trace's dynamic sampling context, as Sentry's SDKs put it in the header.
@@ -486,7 +498,7 @@ class SentryEnvelopeSink:
         sent_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         header = f'{{"event_id":"{event_id}","sent_at":"{sent_at}","sdk":{_SDK},"trace":{dsc}}}'
         item = f'{{"type":"transaction","content_type":"application/json","length":{len(payload)}}}'
-        body = f"{header}\n{item}\n".encode() + payload
+        body = _utf8(f"{header}\n{item}\n") + payload
         return gzip.compress(body, 1) if self._compress else body
 
     def _resource_json(self, span: ReadableSpan) -> str:
