@@ -18,12 +18,14 @@ sink spends on a whole transaction's spans (see BENCHMARKS.md).
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import json
 import logging
 import math
 import os
 import threading
 import time
+import urllib.parse
 import uuid
 import weakref
 from collections import OrderedDict
@@ -236,7 +238,6 @@ UNSERIALIZABLE = "unserializable"  # a value the JSON encoder refused
 # Sentry's answer to a 429 without a usable Retry-After, and the longest limit we believe.
 _DEFAULT_RETRY_AFTER_S = 60.0
 _MAX_RETRY_AFTER_S = 3600.0
-_LOOPBACK_HOSTS = ("127.", "localhost", "[::1]")
 # Envelopes posted together (see `HttpPoster.post_many`): the answers to this many small
 # requests fit in the sockets' buffers, so sending all before reading any cannot stall.
 _GROUP_ENVELOPES = 32
@@ -274,7 +275,7 @@ class SentryEnvelopeSink:
         self._release = release
         # Bandwidth costs nothing on loopback (Spotlight, a local Relay); elsewhere the
         # envelope is compressed, at the fastest level: a JSON transaction shrinks 4-6 times.
-        self._compress = not dsn.host.startswith(_LOOPBACK_HOSTS)
+        self._compress = not _is_loopback(dsn.host)
         client = f"agent-trace/{__version__}"
         self._poster = poster or HttpPoster(
             dsn.envelope_url,
@@ -542,6 +543,21 @@ class SentryEnvelopeSink:
 
     def describe(self) -> str:
         return self._dsn.redacted
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether a DSN's `host[:port]` names this machine (a name merely starting with `127.`
+    or `localhost` does not)."""
+    try:
+        name = urllib.parse.urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        return False
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _transaction_limit_s(answer: HttpAnswer) -> float | None:
