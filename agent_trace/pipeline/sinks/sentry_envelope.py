@@ -115,7 +115,11 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
         return {str(k): _json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v, depth + 1) for v in value]
-    return value
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    # Anything else (a processor's own objects) as its text, as the OpenTelemetry SDK stores
+    # such a value; a text that cannot be had makes the span unserializable.
+    return str(value)
 
 
 # A JSON string literal for a text, in C. Not escaped to ASCII: a lone surrogate (which the
