@@ -369,9 +369,6 @@ def test_a_value_json_has_no_form_for_is_sent_as_its_text(
     assert total(drops) == {}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the evicted bucket's top is encoded again and its siblings lost"
-)
 def test_an_unencodable_first_child_loses_only_itself_when_its_bucket_is_evicted(
     spans: Spans, otlp_http_recorder: OtlpHttpRecorder
 ) -> None:
@@ -397,7 +394,6 @@ def test_an_unencodable_first_child_loses_only_itself_when_its_bucket_is_evicted
     assert sorted(sent) == sorted(f"{s.context.span_id:016x}" for s in (second, third))
 
 
-@pytest.mark.xfail(strict=True, reason="the evicted bucket's top is encoded again")
 def test_an_unencodable_span_with_children_loses_only_itself(
     spans: Spans, otlp_http_recorder: OtlpHttpRecorder
 ) -> None:

@@ -201,9 +201,12 @@ def transaction_json(
     environment: str | None,
     release: str | None,
     resource_json: str,
+    data: dict[str, Any] | None = None,
 ) -> str:
-    """A transaction event for `root` with already converted descendant spans, as JSON text."""
-    data = _data(root.attributes)
+    """A transaction event for `root` with already converted descendant spans, as JSON text
+    (`data` in place of the root's attributes when given)."""
+    if data is None:
+        data = _data(root.attributes)
     tags: dict[str, str] = {}
     if isinstance(data.get(CONSTITUTION_HASH), str):
         tags["constitutional_hash"] = data[CONSTITUTION_HASH]
@@ -350,26 +353,33 @@ class SentryEnvelopeSink:
                 descendants = parked.pop(span_id, None)
                 if descendants is None:
                     descendants = []
+                    top_child = None
                 else:
-                    del parked_roots[span_id]
+                    top_child = parked_roots.pop(span_id)
                     self._parked_count -= len(descendants)
                 parent = span.parent
                 if parent is None or parent.is_remote:
                     ready.append((span, descendants))
                     continue
+                top = span
                 try:
                     converted: _Parked | None = _Parked(span_id, span_json(span))
-                except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                except Exception as exc:  # a value's own __str__ may raise anything
                     # One span the encoder refuses; its descendants still find their trace.
                     unserializable += 1
                     self.last_error = f"a span could not be encoded: {exc}"
                     converted = None
+                    # It cannot head a transaction either: its topmost finished child (parked
+                    # with the rest of its descendants) does, if the parent never comes.
+                    if top_child is None:
+                        continue
+                    top = top_child
                 parent_id = parent.span_id
                 bucket = parked.get(parent_id)
                 if bucket is None:
                     bucket = parked[parent_id] = []
                     # The topmost finished span of the bucket, in case the parent never comes.
-                    parked_roots[parent_id] = span
+                    parked_roots[parent_id] = top
                 else:
                     # Overflow evicts the bucket idle longest, not the oldest: a long session
                     # whose turns keep finishing stays parked while crashed agents' leftovers
@@ -415,7 +425,7 @@ class SentryEnvelopeSink:
                 continue
             try:
                 body = self._envelope(root, children)
-            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            except Exception as exc:  # a value's own __str__ may raise anything
                 self.last_error = f"a transaction could not be encoded: {exc}"
                 self._settle(spans, UNSERIALIZABLE)
                 continue
@@ -482,7 +492,9 @@ class SentryEnvelopeSink:
         if limit_s is not None:
             self._limited_until = max(self._limited_until, time.monotonic() + limit_s)
 
-    def _envelope(self, root: ReadableSpan, children: Sequence[_Parked]) -> bytes:
+    def _envelope(
+        self, root: ReadableSpan, children: Sequence[_Parked], *, bare: bool = False
+    ) -> bytes:
         event_id = uuid.uuid4().hex
         payload_text = transaction_json(
             root,
@@ -491,6 +503,7 @@ class SentryEnvelopeSink:
             environment=self._environment,
             release=self._release,
             resource_json=self._resource_json(root),
+            data={} if bare else None,
         )
         payload = _utf8(payload_text)
         ctx = root.context
