@@ -419,7 +419,6 @@ def test_an_unencodable_span_with_children_loses_only_itself(
     assert event["spans"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="an unencodable root loses its whole transaction")
 def test_an_unencodable_root_loses_only_itself(
     spans: Spans, otlp_http_recorder: OtlpHttpRecorder
 ) -> None:

@@ -427,8 +427,17 @@ class SentryEnvelopeSink:
                 body = self._envelope(root, children)
             except Exception as exc:  # a value's own __str__ may raise anything
                 self.last_error = f"a transaction could not be encoded: {exc}"
-                self._settle(spans, UNSERIALIZABLE)
-                continue
+                try:
+                    # The root's attributes are what failed (its children are encoded
+                    # already): it is lost, its children still go, in its frame.
+                    if not children:
+                        raise
+                    body = self._envelope(root, children, bare=True)
+                except Exception:
+                    self._settle(spans, UNSERIALIZABLE)
+                    continue
+                self._settle(1, UNSERIALIZABLE)
+                spans -= 1
             group.append((spans, body))
             group_bytes += len(body)
             if len(group) >= _GROUP_ENVELOPES or group_bytes >= _GROUP_BYTES:
