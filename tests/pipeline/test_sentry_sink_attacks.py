@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import socket
 import threading
 import time
@@ -189,8 +190,10 @@ class FakePoster:
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.groups: list[list[bytes]] = []
 
     def post_many(self, bodies: list[bytes]) -> list[HttpAnswer | HttpError]:
+        self.groups.append(list(bodies))
         self.bodies.extend(bodies)
         return [HttpAnswer(200, {}) for _ in bodies]
 
@@ -224,6 +227,27 @@ def test_every_span_of_a_mixed_pipelined_group_is_counted_once_by_its_answer(
     sink.shutdown()
     assert total(drops)["network_error"] == 2  # nothing left to write off
     assert "shutdown_timeout" not in total(drops)
+
+
+def test_flush_says_false_once_for_each_loss_and_true_after(
+    spans: Spans, scripted: list[ScriptedSentry]
+) -> None:
+    server = scripted_sentry(scripted, [500])
+    drops = DropCounter()
+    sink = make_sink(server.port, drops)
+    with spans.tracer.start_as_current_span("open"):
+        with spans.tracer.start_as_current_span("left over"):
+            pass
+        leftover = spans.take()
+
+        assert sink.export(leftover) is True  # parked: nothing sent yet
+        assert sink.flush(5.0) is False  # sent now, and Sentry answered 500
+        assert sink.flush(5.0) is True
+        assert sink.export(spans.sessions(1)) is True
+        assert sink.flush(5.0) is True
+
+    assert total(drops) == {"server_error": 1}
+    assert sink.transactions_sent == 1
 
 
 def test_a_connection_closed_part_way_loses_only_the_unanswered_transactions(
@@ -613,19 +637,24 @@ def test_a_transaction_of_5000_spans_is_one_envelope_sentry_parses(
     assert len(item.payload.json["spans"]) == 5000
 
 
-def test_groups_stop_near_a_megabyte(spans: Spans, otlp_http_recorder: OtlpHttpRecorder) -> None:
-    drops = DropCounter()
-    sink = make_sink(otlp_http_recorder.port, drops)
-    batch = []
+def test_groups_hold_32_envelopes_or_stop_once_past_a_megabyte(spans: Spans) -> None:
+    # How envelopes are grouped is invisible on the wire: a poster of the test's own sees it.
+    poster = FakePoster()
+    dsn = SentryDsn.parse(f"http://{KEY}@127.0.0.1:9/3")
+    sink = SentryEnvelopeSink(
+        dsn, DropCounter(), environment=None, release=None, timeout_s=1.0, poster=poster
+    )
     for index in range(8):
         with spans.tracer.start_as_current_span(f"s{index}") as root:
             root.set_attribute("blob", "z" * 300_000)
-    batch = spans.take()
+    large = spans.take()
 
-    assert sink.export(batch) is True
+    assert sink.export(large) is True
+    assert sink.export(spans.sessions(40)) is True
 
-    assert len(otlp_http_recorder.requests) == 8
-    assert total(drops) == {}
+    assert [len(group) for group in poster.groups] == [4, 4, 32, 8]
+    for group in poster.groups:
+        assert sum(len(body) for body in group[:-1]) < 1024 * 1024
 
 
 def test_describe_never_shows_the_key(spans: Spans) -> None:
@@ -636,3 +665,48 @@ def test_describe_never_shows_the_key(spans: Spans) -> None:
     assert KEY not in sink.describe()
     assert KEY not in (sink.last_error or "")
     assert "127.0.0.1" in sink.describe()
+
+
+# -- fork -----------------------------------------------------------------------------------
+
+
+def span_ids_sent(recorder: OtlpHttpRecorder) -> list[str]:
+    ids = []
+    for request in recorder.requests:
+        event = envelope_of(request.content).items[0].payload.json
+        ids += [event["contexts"]["trace"]["span_id"]] + [s["span_id"] for s in event["spans"]]
+    return ids
+
+
+def test_a_forked_child_sends_its_own_spans_and_leaves_the_parents_parked_ones(
+    spans: Spans, otlp_http_recorder: OtlpHttpRecorder
+) -> None:
+    drops = DropCounter()
+    sink = make_sink(otlp_http_recorder.port, drops)
+    root = spans.tracer.start_span("open in the parent")
+    with otel_trace.use_span(root), spans.tracer.start_as_current_span("parent's turn"):
+        pass
+    parents = spans.take()
+    sink.export(parents)
+
+    pid = os.fork()
+    if pid == 0:  # the child: its own session, then flush and shutdown
+        code = 1
+        try:
+            child_drops = DropCounter()
+            sink._drops = child_drops
+            ok = sink.export(spans.sessions(1)) and sink.flush(5.0)
+            sink.shutdown()
+            code = 0 if ok and child_drops.snapshot() == {} else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+    assert len(otlp_http_recorder.requests) == 1  # the child's session only
+    assert sink.flush(5.0) is True
+    sent = span_ids_sent(otlp_http_recorder)
+    assert f"{parents[0].context.span_id:016x}" in sent
+    assert len(sent) == len(set(sent)) == 3
+    assert total(drops) == {}
+    root.end()
