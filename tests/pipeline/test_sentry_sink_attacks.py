@@ -294,6 +294,22 @@ def test_a_group_in_flight_at_shutdown_is_counted_once_and_never_again(
     assert total(drops) == {"shutdown_timeout": 6}
 
 
+def test_spans_parked_at_shutdown_are_counted_once(spans: Spans) -> None:
+    drops = DropCounter()
+    sink = make_sink(closed_port(), drops)
+    with spans.tracer.start_as_current_span("open"):
+        for index in range(3):
+            with spans.tracer.start_as_current_span(f"turn {index}"):
+                pass
+        assert sink.export(spans.take()) is True
+
+        sink.shutdown()
+        sink.shutdown()
+        sink.flush(1.0)  # nothing parked is left to send
+
+    assert total(drops) == {"shutdown_timeout": 3}
+
+
 def test_spans_handed_over_after_shutdown_are_counted(spans: Spans) -> None:
     # The worker leaves a batch the sink is busy with at shutdown to the sink: one whose
     # export starts just after the sink's shutdown must not vanish.
