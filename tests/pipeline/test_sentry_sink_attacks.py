@@ -7,7 +7,8 @@ raw JSON bytes, for the payload (Rust's JSON parser is stricter than Python's).
 
 The sink is driven directly with spans made by the OpenTelemetry SDK, against servers of the
 test's own on 127.0.0.1; a fake poster stands in only where a test needs a DSN host that is
-not loopback, which nothing here may connect to.
+not loopback (which nothing here may connect to) or looks at how envelopes are grouped (which
+the wire does not show).
 """
 
 from __future__ import annotations
