@@ -140,6 +140,24 @@ class SentryDsn:
         return cls(parts.scheme, parts.username, host, project, prefix)
 
 
+_ENVIRONMENT_FIX = "use a name of at most 64 characters without slashes or tabs, like 'production'"
+_RELEASE_FIX = "use a version of at most 200 characters without slashes or tabs, like 'app@1.4.2'"
+
+
+def _sentry_name_problem(value: str, longest: int, reserved: tuple[str, ...]) -> str | None:
+    """Why Sentry would drop an event carrying `value` as its environment or release (the
+    rules of its event normalizer, checked against it in the tests), or None."""
+    if not value.strip():
+        return "empty"
+    if len(value) > longest:
+        return f"longer than {longest} characters"
+    if any(c in value for c in "/\\\n\r\t"):
+        return "Sentry refuses slashes, backslashes, tabs and line breaks in it"
+    if value in reserved:
+        return f"Sentry refuses {value!r} here"
+    return None
+
+
 _DSN_FIX = "use the DSN from the Sentry project settings, shaped like http(s)://KEY@HOST/PROJECT_ID"
 
 
@@ -557,9 +575,17 @@ def resolve_settings(
     env_name, origin = src.pick(sentry_environment, "SENTRY_ENVIRONMENT")
     if origin is None and env_name is not None:
         _expect(env_name, "sentry_environment", _TEXT, "text", "use a name such as 'production'")
+    if env_name is not None:
+        problem = _sentry_name_problem(env_name, 64, ("None", ".", ".."))
+        if problem:
+            raise _fail(origin or "sentry_environment", env_name, problem, _ENVIRONMENT_FIX)
     release, origin = src.pick(sentry_release, "SENTRY_RELEASE")
     if origin is None and release is not None:
         _expect(release, "sentry_release", _TEXT, "text", "use a version such as '1.4.2'")
+    if release is not None:
+        problem = _sentry_name_problem(release, 200, (".", "..", "latest"))
+        if problem:
+            raise _fail(origin or "sentry_release", release, problem, _RELEASE_FIX)
     return Settings(
         service_name=name.strip(),
         otlp_endpoint=endpoint,

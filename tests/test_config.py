@@ -414,3 +414,55 @@ def test_metrics_over_otlp_follow_otel_metrics_exporter() -> None:
         resolve_settings(env={**base, "OTEL_METRICS_EXPORTER": "statsd"})
     with pytest.raises(ValueError, match="need an endpoint"):
         resolve_settings(env={"OTEL_METRICS_EXPORTER": "otlp"})
+
+
+# -- Sentry's environment and release: refused exactly where Sentry would drop the event -----
+
+SENTRY_NAMES = [
+    "production",
+    "staging eu",
+    "x" * 64,
+    "x" * 65,
+    "x" * 200,
+    "x" * 201,
+    "a/b",
+    "a\\b",
+    "a\tb",
+    "a\nb",
+    "a\rb",
+    "None",
+    ".",
+    "..",
+    "latest",
+    "app@1.4.2",
+    " ",
+]
+
+
+def sentry_drops(field: str, value: str) -> bool:
+    from tests.backends.relay import store_normalizer
+
+    event = store_normalizer().normalize_event({"message": "m", field: value})
+    return event.get(field) != value or any(
+        error.get("name") == field for error in event.get("errors") or ()
+    )
+
+
+@pytest.mark.parametrize("value", SENTRY_NAMES, ids=range(len(SENTRY_NAMES)))
+@pytest.mark.parametrize("field", ["environment", "release"])
+def test_sentry_environment_and_release_are_refused_where_sentry_drops_them(
+    field: str, value: str
+) -> None:
+    setting = f"sentry_{field}"
+    if sentry_drops(field, value):
+        message = config_error(**{setting: value})
+        assert message.startswith(f"{setting}=")
+        assert "Fix:" in message
+        # From the environment (where values are stripped, and a blank one is unset) the
+        # variable is named instead.
+        variable = f"SENTRY_{field.upper()}"
+        if value.strip() and sentry_drops(field, value.strip()):
+            assert config_error(env={variable: value}).startswith(f"{variable}=")
+    else:
+        settings = resolve_settings(env={}, **{setting: value})  # type: ignore[arg-type]
+        assert getattr(settings, setting) == value
