@@ -727,3 +727,43 @@ def test_a_forked_child_sends_its_own_spans_and_leaves_the_parents_parked_ones(
     assert len(sent) == len(set(sent)) == 3
     assert total(drops) == {}
     root.end()
+
+
+class OutagePoster(FakePoster):
+    """Gives no answer (as a refused connection) until `up` is set, then answers 200."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = False
+
+    def post_many(self, bodies: list[bytes]) -> list[HttpAnswer | HttpError]:
+        if self.up:
+            return super().post_many(bodies)
+        self.groups.append(list(bodies))
+        return [HttpError("refused") for _ in bodies]
+
+
+def test_while_sentry_does_not_answer_each_batch_sends_one_probe_and_builds_no_more(
+    spans: Spans,
+) -> None:
+    poster = OutagePoster()
+    drops = DropCounter()
+    dsn = SentryDsn.parse(f"http://{KEY}@127.0.0.1:9/3")
+    sink = SentryEnvelopeSink(
+        dsn, drops, environment=None, release=None, timeout_s=1.0, poster=poster
+    )
+
+    # Up to now Sentry answered: the first batch goes as a group, which gets no answer.
+    assert sink.export(spans.sessions(40)) is False
+    # From then on each batch tries one envelope, and gives up on the rest without building
+    # them.
+    assert sink.export(spans.sessions(40)) is False
+    assert sink.export(spans.sessions(40)) is False
+    assert [len(group) for group in poster.groups] == [32, 1, 1]
+    assert total(drops) == {"network_error": 3 * 40 * 2}
+
+    # Back up: the probe is answered, and the rest of its batch goes as groups again.
+    poster.up = True
+    assert sink.export(spans.sessions(40)) is True
+    assert [len(group) for group in poster.groups[3:]] == [1, 32, 7]
+    assert total(drops) == {"network_error": 3 * 40 * 2}

@@ -303,6 +303,8 @@ class SentryEnvelopeSink:
         # Spans of transactions taken off the parking area and not yet answered by Sentry.
         self._unanswered = 0
         self._limited_until = 0.0
+        # The last post got no answer: the next batch starts with a probe.
+        self._unreachable = False
         self._closed = False
         self._lost = 0
         self._lost_at_last_flush = 0
@@ -440,7 +442,10 @@ class SentryEnvelopeSink:
                 spans -= 1
             group.append((spans, body))
             group_bytes += len(body)
-            if len(group) >= _GROUP_ENVELOPES or group_bytes >= _GROUP_BYTES:
+            # While Sentry does not answer, one envelope goes first as a probe: the batch's
+            # others are not built for nothing (memory and CPU during an outage).
+            most = 1 if self._unreachable else _GROUP_ENVELOPES
+            if len(group) >= most or group_bytes >= _GROUP_BYTES:
                 unreachable = not self._post(group)
                 group = []
                 group_bytes = 0
@@ -483,6 +488,7 @@ class SentryEnvelopeSink:
                 self._settle(spans, SERVER_ERROR)
             else:
                 self._settle(spans, REJECTED)
+        self._unreachable = not answered
         return answered
 
     def _settle(self, spans: int, lost_reason: str | None) -> None:
