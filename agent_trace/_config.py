@@ -140,22 +140,38 @@ class SentryDsn:
         return cls(parts.scheme, parts.username, host, project, prefix)
 
 
-_ENVIRONMENT_FIX = "use a name of at most 64 characters without slashes or tabs, like 'production'"
-_RELEASE_FIX = "use a version of at most 200 characters without slashes or tabs, like 'app@1.4.2'"
+# What an environment and a release look like when Sentry keeps them.
+_SENTRY_NAME_EXAMPLES = {
+    "environment": "a name such as 'production'",
+    "release": "a version such as 'app@1.4.2'",
+}
 
 
-def _sentry_name_problem(value: str, longest: int, reserved: tuple[str, ...]) -> str | None:
-    """Why Sentry would drop an event carrying `value` as its environment or release (the
-    rules of its event normalizer, checked against it in the tests), or None."""
+def _sentry_name(
+    src: _Source, explicit: Any, field: str, longest: int, reserved: tuple[str, ...]
+) -> str | None:
+    """`sentry_<field>` (or `SENTRY_<FIELD>`), refused where Sentry would drop the events that
+    carry it: the rules of its event normalizer, checked against it in the tests."""
+    setting = f"sentry_{field}"
+    value, origin = src.pick(explicit, f"SENTRY_{field.upper()}")
+    if value is None:
+        return None
+    example = _SENTRY_NAME_EXAMPLES[field]
+    if origin is None:
+        _expect(value, setting, _TEXT, "text", f"use {example}")
+    problem = None
     if not value.strip():
-        return "empty"
-    if len(value) > longest:
-        return f"longer than {longest} characters"
-    if any(c in value for c in "/\\\n\r\t"):
-        return "Sentry refuses slashes, backslashes, tabs and line breaks in it"
-    if value in reserved:
-        return f"Sentry refuses {value!r} here"
-    return None
+        problem = "empty"
+    elif len(value) > longest:
+        problem = f"longer than {longest} characters"
+    elif any(c in value for c in "/\\\n\r\t"):
+        problem = "Sentry refuses slashes, backslashes, tabs and line breaks in it"
+    elif value in reserved:
+        problem = f"Sentry refuses {value!r} here"
+    if problem:
+        fix = f"use {example}, at most {longest} characters, without slashes or tabs"
+        raise _fail(origin or setting, value, problem, fix)
+    return str(value)
 
 
 _DSN_FIX = "use the DSN from the Sentry project settings, shaped like http(s)://KEY@HOST/PROJECT_ID"
@@ -572,20 +588,8 @@ def resolve_settings(
             "max_export_batch_size", batch, f"larger than max_queue_size={queue}", "lower it"
         )
 
-    env_name, origin = src.pick(sentry_environment, "SENTRY_ENVIRONMENT")
-    if origin is None and env_name is not None:
-        _expect(env_name, "sentry_environment", _TEXT, "text", "use a name such as 'production'")
-    if env_name is not None:
-        problem = _sentry_name_problem(env_name, 64, ("None", ".", ".."))
-        if problem:
-            raise _fail(origin or "sentry_environment", env_name, problem, _ENVIRONMENT_FIX)
-    release, origin = src.pick(sentry_release, "SENTRY_RELEASE")
-    if origin is None and release is not None:
-        _expect(release, "sentry_release", _TEXT, "text", "use a version such as '1.4.2'")
-    if release is not None:
-        problem = _sentry_name_problem(release, 200, (".", "..", "latest"))
-        if problem:
-            raise _fail(origin or "sentry_release", release, problem, _RELEASE_FIX)
+    env_name = _sentry_name(src, sentry_environment, "environment", 64, ("None", ".", ".."))
+    release = _sentry_name(src, sentry_release, "release", 200, (".", "..", "latest"))
     return Settings(
         service_name=name.strip(),
         otlp_endpoint=endpoint,
