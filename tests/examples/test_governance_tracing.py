@@ -165,10 +165,18 @@ def test_a_timeout_fails_the_turn_round_and_session_and_records_no_votes(traced:
     for result, session in failed:
         assert session.status.status_code is StatusCode.ERROR
         assert attr(session, "error.type") == "agent_timeout"
-        (rnd,) = traced.rounds(session)
+        # The round that timed out is the last; on a loaded machine a turn of a later round than
+        # the planned one can be the first to run out of time, after rounds that ended well.
+        *earlier, rnd = traced.rounds(session)
+        assert all(r.status.status_code is StatusCode.UNSET for r in earlier)
         assert rnd.status.status_code is StatusCode.ERROR
         assert traced.spans.votes(rnd) == []
-        by_agent = {str(attr(t, "gen_ai.agent.name")): t for t in traced.spans.turns(session)}
+        turns = [
+            t
+            for t in traced.spans.turns(session)
+            if attr(t, "agent_trace.review.round") == len(earlier) + 1
+        ]
+        by_agent = {str(attr(t, "gen_ai.agent.name")): t for t in turns}
         timed_out = by_agent.pop(str(result.timed_out_agent))
         assert timed_out.status.status_code is StatusCode.ERROR
         assert attr(timed_out, "error.type") == "agent_timeout"
