@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 from pathlib import Path
@@ -21,6 +20,7 @@ from examples.governance_review import (
 from examples.governance_review.agents import PLANNER_S_PER_REGION
 from examples.governance_review.checks import SCREENING
 from examples.governance_review.coordinator import TURN_TIMEOUT_S
+from tests.examples._support import paused_gc, run_board
 
 SEVEN_OUTCOMES = {
     "approved in round 1",
@@ -49,7 +49,7 @@ def decisions(summary: Summary) -> list[tuple[str, str, int, str, str | None]]:
 @pytest.fixture(scope="module")
 def summary() -> Summary:
     """One run with the defaults, shared by the tests that only read it."""
-    return asyncio.run(run())
+    return run_board()
 
 
 def test_every_outcome_occurs_with_the_default_seed(summary: Summary) -> None:
@@ -59,13 +59,15 @@ def test_every_outcome_occurs_with_the_default_seed(summary: Summary) -> None:
 
 
 async def test_the_same_seed_gives_the_same_outcomes(summary: Summary) -> None:
-    again = await run(seed=7)
+    with paused_gc():
+        again = await run(seed=7)
 
     assert decisions(again) == decisions(summary)
 
 
 async def test_outcomes_follow_the_rules_whatever_the_seed_or_concurrency(summary: Summary) -> None:
-    other = await run(seed=12345, concurrency=3)
+    with paused_gc():
+        other = await run(seed=12345, concurrency=3)
 
     assert decisions(other) == decisions(summary)
 

@@ -6,7 +6,6 @@ exactly the spans the real sinks would receive.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Iterator
 
@@ -24,6 +23,7 @@ from examples.governance_review import (
     run,
 )
 from examples.governance_review.checks import SCREENING
+from tests.examples._support import run_board
 
 HASH = load_constitution().hash
 
@@ -49,7 +49,7 @@ class Traced:
 @pytest.fixture(scope="module")
 def traced() -> Iterator[Traced]:
     with capture_spans("governance-review-test", constitution_hash=HASH) as spans:
-        summary = asyncio.run(run())
+        summary = run_board()
         yield Traced(spans, summary)
 
 
