@@ -337,22 +337,25 @@ class HttpPoster:
         if status != 200 or rest:
             raise HttpError(f"the proxy refused the tunnel (HTTP {status})")
 
-    def _exchange(self, request: bytes, deadline: float) -> HttpAnswer:
+    def _connection(self, deadline: float) -> tuple[socket.socket, bool]:
+        """The kept-alive connection, or a new one; and whether it is new."""
         if self._idle_poll is not None and self._idle_poll.poll(0):
             # Readable while idle: the server closed the connection, or sent what no request
             # asked for (a 408 before closing, a body longer than it said). An answer read
             # from it would not be this request's: the request goes on a new connection.
             self._drop()
         sock = self._sock
-        if sock is None:
-            sock = self._sock = self._connect(deadline)
-            # A close() after the set-up and before this saw neither socket to shut down.
-            self._raise_if_closed()
-            self._idle_poll = select.poll()
-            self._idle_poll.register(sock, select.POLLIN)
-            fresh = True
-        else:
-            fresh = False
+        if sock is not None:
+            return sock, False
+        sock = self._sock = self._connect(deadline)
+        # A close() after the set-up and before this saw neither socket to shut down.
+        self._raise_if_closed()
+        self._idle_poll = select.poll()
+        self._idle_poll.register(sock, select.POLLIN)
+        return sock, True
+
+    def _exchange(self, request: bytes, deadline: float) -> HttpAnswer:
+        sock, fresh = self._connection(deadline)
         try:
             # sendall() takes its timeout for the whole body, not for each write.
             _limit(sock, deadline)
@@ -388,15 +391,7 @@ class HttpPoster:
         after it: RFC 9112, section 9.6), "stale" when a reused connection ended before any
         answer, "ended" when the connection ended without a word after some.
         """
-        if self._idle_poll is not None and self._idle_poll.poll(0):
-            self._drop()  # see _exchange
-        sock = self._sock
-        reused = sock is not None
-        if sock is None:
-            sock = self._sock = self._connect(deadline)
-            self._raise_if_closed()
-            self._idle_poll = select.poll()
-            self._idle_poll.register(sock, select.POLLIN)
+        sock, fresh = self._connection(deadline)
         _limit(sock, deadline)
         # The answers (a few hundred bytes each, a group is a few dozen) fit in the sockets'
         # buffers: the server cannot stall writing them while this still writes requests.
@@ -409,7 +404,7 @@ class HttpPoster:
                 status, version, headers, buffer = _read_head(sock, buffer, deadline, reused=True)
             except (_Stale, ConnectionResetError):
                 self._drop()
-                return "stale" if reused and not answers else "ended"
+                return "stale" if not fresh and not answers else "ended"
             while 100 <= status < 200:
                 status, version, headers, buffer = _read_head(sock, buffer, deadline, reused=False)
             rest = _read_body(sock, status, headers, buffer, deadline)
