@@ -26,7 +26,7 @@ import agent_trace
 from agent_trace import _log
 from agent_trace._config import SentryDsn
 from agent_trace.pipeline.drops import DropCounter
-from agent_trace.pipeline.sinks._http import HttpAnswer
+from agent_trace.pipeline.sinks._http import HttpAnswer, HttpError
 from agent_trace.pipeline.sinks.sentry_envelope import SentryEnvelopeSink
 from agent_trace.testing import capture_spans
 from tests.backends.otlp_recorder import OtlpGrpcRecorder, OtlpHttpRecorder, closed_port
@@ -184,9 +184,9 @@ class RecordingPoster:
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
 
-    def post(self, body: bytes, headers: Any = None) -> HttpAnswer:
-        self.bodies.append(body)
-        return HttpAnswer(200, {})
+    def post_many(self, bodies: list[bytes]) -> list[HttpAnswer | HttpError]:
+        self.bodies.extend(bodies)
+        return [HttpAnswer(200, {}) for _ in bodies]
 
     def close(self) -> None:
         return None

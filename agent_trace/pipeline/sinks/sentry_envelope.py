@@ -455,21 +455,9 @@ class SentryEnvelopeSink:
 
     def _post(self, group: Sequence[tuple[int, bytes]]) -> bool:
         """Post the envelopes and settle each by Sentry's answer; False if one got none."""
-        bodies = [body for _, body in group]
-        post_many = getattr(self._poster, "post_many", None)
-        if post_many is not None:
-            answers: list[HttpAnswer | HttpError] = post_many(bodies)
-        else:
-            answers = []
-            for body in bodies:
-                try:
-                    answers.append(self._poster.post(body))
-                except HttpError as exc:
-                    answers.append(exc)
-                    break
+        answers: list[HttpAnswer | HttpError] = self._poster.post_many([body for _, body in group])
         answered = True
-        for index, (spans, _) in enumerate(group):
-            answer = answers[index] if index < len(answers) else HttpError("not sent")
+        for (spans, _), answer in zip(group, answers, strict=True):
             if isinstance(answer, HttpError):
                 answered = False
                 self.last_error = str(answer)
