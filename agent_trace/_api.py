@@ -39,6 +39,7 @@ def configure(
     exit_timeout_s: float | None = None,
     prometheus_port: int | None = None,
     otlp_metrics: bool | None = None,
+    export_process: bool | None = None,
     alert_policy: AlertPolicy | bool | None = None,
     _extra_sinks: Sequence[Any] = (),
     _metric_readers: Sequence[Any] = (),
@@ -52,6 +53,10 @@ def configure(
     `CONSTITUTIONAL_HASH`, `AGENT_TRACE_*`). With neither an OTLP endpoint nor a DSN, spans go
     to `.agent-trace/traces.jsonl`. Calling it again replaces the previous pipeline (which is
     flushed and shut down first).
+
+    The OTLP and Sentry sinks run in a process of their own (`export_process`, on by default;
+    `AGENT_TRACE_EXPORT_PROCESS`): encoding spans for them then costs the application's
+    threads no GIL time. `False` runs them on threads of this process.
 
     `alert_policy` sets the built-in alerting (see `agent_trace.AlertPolicy`); by default it is
     on, with its defaults, whenever a Sentry DSN is configured; `False` turns it off.
@@ -86,6 +91,7 @@ def configure(
         exit_timeout_s=exit_timeout_s,
         prometheus_port=prometheus_port,
         otlp_metrics=otlp_metrics,
+        export_process=export_process,
     )
     # Every argument is checked before the previous pipeline is shut down: a bad one on a
     # reconfiguration must leave tracing as it was.

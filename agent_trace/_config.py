@@ -214,6 +214,8 @@ class Settings:
     prometheus_port: int | None = None
     prometheus_host: str = "127.0.0.1"
     otlp_metrics: bool = False
+    # The network sinks run in a process of their own (see `pipeline.offload`).
+    export_process: bool = False
 
     @property
     def sinks(self) -> tuple[str, ...]:
@@ -431,6 +433,7 @@ def resolve_settings(
     exit_timeout_s: float | None = None,
     prometheus_port: int | None = None,
     otlp_metrics: bool | None = None,
+    export_process: bool | None = None,
 ) -> Settings:
     """Merge arguments with the environment and validate everything; raise on the first problem."""
     src = _Source(os.environ if env is None else env)
@@ -588,6 +591,11 @@ def resolve_settings(
             "max_export_batch_size", batch, f"larger than max_queue_size={queue}", "lower it"
         )
 
+    offload, origin = src.pick(export_process, "AGENT_TRACE_EXPORT_PROCESS")
+    offload_on = (
+        _parse_bool(offload, origin or "export_process", origin) if offload is not None else True
+    )
+
     env_name = _sentry_name(src, sentry_environment, "environment", 64, ("None", ".", ".."))
     release = _sentry_name(src, sentry_release, "release", 200, (".", "..", "latest"))
     return Settings(
@@ -611,4 +619,6 @@ def resolve_settings(
         exit_timeout_s=number(exit_timeout_s, "AGENT_TRACE_EXIT_TIMEOUT_S", 5.0, 0.0, 300),
         prometheus_port=port,
         otlp_metrics=metrics_on,
+        # Only network sinks go there: a local file alone stays in this process.
+        export_process=offload_on and (endpoint is not None or dsn is not None),
     )

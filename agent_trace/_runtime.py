@@ -30,7 +30,8 @@ from agent_trace.pipeline.processor import PipelineProcessor
 from agent_trace.pipeline.propagation import AgentTracePropagator
 from agent_trace.pipeline.provider import DelegatingTracerProvider, build_provider
 from agent_trace.pipeline.scrub import Scrubber
-from agent_trace.pipeline.worker import SinkWorker, SpanSink
+from agent_trace.pipeline.sinks.build import remote_sinks, workers_for
+from agent_trace.pipeline.worker import SpanSink
 
 __all__ = ["Pipeline", "check_alert_policy", "current", "drops", "install", "tracer_provider"]
 
@@ -88,16 +89,7 @@ class Pipeline:
 
         synchronous = [s for s in extra_sinks if getattr(s, "synchronous", False)]
         queued = [s for s in (*self.sinks, *extra_sinks) if s not in synchronous]
-        self.workers = [
-            SinkWorker(
-                sink,
-                _drops,
-                max_queue_size=settings.max_queue_size,
-                max_batch_size=settings.max_export_batch_size,
-                schedule_delay_s=settings.schedule_delay_s,
-            )
-            for sink in queued
-        ]
+        self.workers = workers_for(queued, settings, _drops)
         self.processor = PipelineProcessor(self.scrubber, self.workers, synchronous, _drops)
         self.provider.add_span_processor(self.processor)
 
@@ -133,45 +125,19 @@ class Pipeline:
 
     def _build_sinks(self, settings: Settings) -> None:
         from agent_trace.pipeline.sinks.local_file import LocalFileSink
-        from agent_trace.pipeline.sinks.otlp import OtlpSink
 
-        if settings.otlp_endpoint:
-            self.sinks.append(
-                OtlpSink(
-                    "otlp",
-                    settings.otlp_endpoint,
-                    protocol=settings.otlp_protocol,
-                    headers=settings.otlp_headers,
-                    timeout_s=settings.export_timeout_s,
-                )
-            )
         if settings.sentry_dsn is not None:
             from agent_trace.pipeline.sentry_client import SentryClient
 
+            # Error events (violations, alerts) go through sentry-sdk, in this process.
             self.sentry = SentryClient(settings, self.scrubber)
-            if settings.sentry_mode == "otlp":
-                dsn = settings.sentry_dsn
-                self.sinks.append(
-                    OtlpSink(
-                        "sentry",
-                        dsn.otlp_traces_url,
-                        protocol="http",
-                        headers={"X-Sentry-Auth": dsn.auth_header},
-                        timeout_s=settings.export_timeout_s,
-                    )
-                )
-            else:
-                from agent_trace.pipeline.sinks.sentry_envelope import SentryEnvelopeSink
+        if settings.export_process:
+            from agent_trace.pipeline.offload.parent import ExportProcessSink
 
-                self.sinks.append(
-                    SentryEnvelopeSink(
-                        settings.sentry_dsn,
-                        _drops,
-                        environment=settings.sentry_environment,
-                        release=settings.sentry_release,
-                        timeout_s=settings.export_timeout_s,
-                    )
-                )
+            names = [name for name in settings.sinks if name != "local_file"]
+            self.sinks.append(ExportProcessSink(settings, _drops, self.provider.resource, names))
+        else:
+            self.sinks.extend(remote_sinks(settings, _drops))
         if settings.local_path is not None:
             self.sinks.append(LocalFileSink(settings.local_path))
 
@@ -217,6 +183,11 @@ class Pipeline:
         """Each sink's state: `ok`, `queued N`, or the last error, for health checks."""
         status = {}
         for worker in self.workers:
+            statuses = getattr(worker.sink, "statuses", None)
+            if statuses is not None:
+                for name, error in statuses().items():
+                    status[name] = f"failing: {error}" if error else "ok"
+                continue
             if worker.last_error:
                 status[worker.sink.name] = f"failing: {worker.last_error}"
             else:
@@ -224,7 +195,7 @@ class Pipeline:
         return status
 
     def _own_drops(self) -> int:
-        names = {w.sink.name for w in self.workers}
+        names = {n for w in self.workers for n in getattr(w.sink, "drop_names", (w.sink.name,))}
         return sum(n for (sink, _), n in _drops.snapshot().items() if sink in names)
 
     def force_flush(self, timeout_s: float) -> bool:

@@ -3,8 +3,13 @@
 Both pipelines send to real receivers in another process (OTLP/gRPC, and Sentry envelopes
 over HTTP through sentry-sdk's transport). A sample makes small reviews (7 spans each) and
 then waits until every span was delivered; its cost is the CPU time of every thread but the
-one making spans (export threads, sentry-sdk's transport worker, gRPC's own threads), so it
-is the cost of exporting, not of tracing. The detail column splits it by thread.
+one making spans (export threads, gRPC's own threads), so it is the cost of exporting, not
+of tracing. The detail column splits it by thread.
+
+The sinks run on threads of this process (`export_process=False`) so that their work is
+measured here; in the export process they do the same work. A fourth case runs both sinks in
+the export process, as `configure()` does by default, and measures what exporting still costs
+the application's process: turning spans into frames and writing them to the pipe.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from benchmarks._harness import Case, Row, Settings, compare, ratio_row
 
 FIGURE = "export CPU per span, OTLP + Sentry / OTLP alone"
 OTLP_MODE = "same, Sentry sink in OTLP mode / OTLP alone"
+OFFLOADED = "same, both in the export process: CPU left here / OTLP alone"
 
 
 def _thread_cpu() -> dict[str, float]:
@@ -73,17 +79,22 @@ class ExportCase(Case):
 
 def run(settings: Settings) -> list[Row]:
     with fx.receivers() as rx:
-        otlp = fx.build_pipeline(otlp_endpoint=rx.grpc_endpoint)
-        both = fx.build_pipeline(otlp_endpoint=rx.grpc_endpoint, sentry_dsn=rx.dsn)
+        here = {"export_process": False}
+        otlp = fx.build_pipeline(otlp_endpoint=rx.grpc_endpoint, **here)
+        both = fx.build_pipeline(otlp_endpoint=rx.grpc_endpoint, sentry_dsn=rx.dsn, **here)
         # Sentry's OTLP endpoint is the HTTP server's /api/0/integration/otlp/...: the
         # receiver answers any OTLP path under /api with 200 as well.
         both_otlp = fx.build_pipeline(
-            otlp_endpoint=rx.grpc_endpoint, sentry_dsn=rx.dsn, sentry_mode="otlp"
+            otlp_endpoint=rx.grpc_endpoint, sentry_dsn=rx.dsn, sentry_mode="otlp", **here
+        )
+        offloaded = fx.build_pipeline(
+            otlp_endpoint=rx.grpc_endpoint, sentry_dsn=rx.dsn, export_process=True
         )
         cases = [
             ExportCase("otlp", otlp),
             ExportCase("both", both),
             ExportCase("both_otlp", both_otlp),
+            ExportCase("offloaded", offloaded),
         ]
         # Not calibrated to a short sample: a sample of a few reviews would send one small
         # batch per flush and measure the fixed cost of a request. 250 reviews are 1,750
@@ -114,5 +125,14 @@ def run(settings: Settings) -> list[Row]:
             goal=None,
             detail=f"{per_span['both_otlp']:.1f} us CPU per span; by thread: "
             f"[{split['both_otlp']}]",
+        ),
+        ratio_row(
+            OFFLOADED,
+            comparison,
+            "offloaded",
+            "otlp",
+            goal=None,
+            detail=f"{per_span['offloaded']:.1f} us CPU per span in this process; by thread: "
+            f"[{split['offloaded']}]",
         ),
     ]

@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
             args.service_name or "agent-trace-doctor",
             local_path=args.local_path,
             export_timeout_s=min(args.timeout, 10.0),
+            # Each sink checked from this process, its deliveries counted here.
+            export_process=False,
             **sink_kwargs(args),
         )
     except ConfigurationError as exc:

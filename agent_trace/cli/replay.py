@@ -188,7 +188,11 @@ def _progress(done: int, started: float, enabled: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = resolve_settings(args.service_name, local_file=False, **sink_kwargs(args))
+        # In this process: a replay waits for the sinks' queues (`_wait_for_room`), which it
+        # cannot see in an export process.
+        settings = resolve_settings(
+            args.service_name, local_file=False, export_process=False, **sink_kwargs(args)
+        )
     except ConfigurationError as exc:
         return config_error(exc)
     if not settings.sinks:

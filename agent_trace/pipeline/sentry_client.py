@@ -16,14 +16,13 @@ transport's.
 from __future__ import annotations
 
 import logging
-import os
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import trace
 
 from agent_trace._config import Settings
+from agent_trace._fork import reset_in_forked_child
 from agent_trace._log import internal_error
 from agent_trace.pipeline.scrub import CONTENT_PLACEHOLDER, REDACTED, Scrubber, scrub_text
 
@@ -119,14 +118,7 @@ class SentryClient:
         self._client: Any = sentry_sdk.get_client()
         self._closed = False
         register_external_propagation_context(_current_otel_ids)
-        self_ref = weakref.ref(self)
-
-        def after_fork_in_child() -> None:
-            client = self_ref()
-            if client is not None:
-                client._reset_after_fork()
-
-        os.register_at_fork(after_in_child=after_fork_in_child)
+        reset_in_forked_child(self, SentryClient._reset_after_fork)
 
     def _reset_after_fork(self) -> None:
         # The events in flight belong to the parent, which sends them. An owned client's

@@ -18,7 +18,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
@@ -26,6 +25,7 @@ from typing import Protocol
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan
 
+from agent_trace._fork import reset_in_forked_child
 from agent_trace._log import warn_once
 from agent_trace.pipeline.drops import (
     AFTER_SHUTDOWN,
@@ -131,8 +131,11 @@ class SinkWorker:
         max_queue_size: int,
         max_batch_size: int,
         schedule_delay_s: float,
+        pace: bool = True,
     ) -> None:
         self.sink = sink
+        # Off in the export process, where no application thread waits for the GIL.
+        self._pace = pace
         self._drops = drops
         self._max_queue = max_queue_size
         self._max_batch = max_batch_size
@@ -156,20 +159,16 @@ class SinkWorker:
         # spans parked across batches) counts its own losses: an export returning False then
         # only means "not everything arrived".
         self._own_drops = bool(getattr(sink, "counts_own_drops", False))
-        self._full = drops.cell(sink.name, QUEUE_FULL)
+        # A sink standing for several (the export process's) has its losses counted under
+        # each of their names.
+        self._names: tuple[str, ...] = tuple(getattr(sink, "drop_names", None) or (sink.name,))
+        self._full = [drops.cell(name, QUEUE_FULL) for name in self._names]
         self._full_lock = threading.Lock()
         self._next_full_warning = 0.0
         self.last_error: str | None = None
         self.exported = 0
         self._start_thread()
-        self_ref = weakref.ref(self)
-
-        def _after_fork() -> None:
-            worker = self_ref()
-            if worker is not None:
-                worker._reinit_after_fork()
-
-        os.register_at_fork(after_in_child=_after_fork)
+        reset_in_forked_child(self, SinkWorker._reinit_after_fork)
 
     def _start_thread(self) -> None:
         self._thread = threading.Thread(
@@ -194,10 +193,19 @@ class SinkWorker:
     def queued(self) -> int:
         return len(self._queue)
 
+    @property
+    def in_flight(self) -> int:
+        """Spans inside the sink's export call right now."""
+        return self._in_flight
+
+    def _count(self, reason: str, count: int) -> None:
+        for name in self._names:
+            self._drops.add(name, reason, count)
+
     def enqueue(self, span: ReadableSpan) -> None:
         queue = self._queue
         if self._closed:
-            self._drops.add(self.sink.name, AFTER_SHUTDOWN)
+            self._count(AFTER_SHUTDOWN, 1)
             return
         if len(queue) >= self._max_queue:
             self._drop_full()
@@ -216,7 +224,8 @@ class SinkWorker:
 
     def _drop_full(self) -> None:
         with self._full_lock:
-            self._full.count += 1
+            for cell in self._full:
+                cell.count += 1
         now = time.monotonic()
         if now < self._next_full_warning:
             return
@@ -248,7 +257,7 @@ class SinkWorker:
         with self._cond:
             late = self._take_all()
             self._cond.notify_all()
-        self._drops.add(self.sink.name, AFTER_SHUTDOWN, late)
+        self._count(AFTER_SHUTDOWN, late)
 
     def _run(self) -> None:
         otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
@@ -270,7 +279,7 @@ class SinkWorker:
                 batch = [self._queue.popleft() for _ in range(count)]
                 self._taken += count
                 self._in_flight = count
-                paced = self._should_pace()
+                paced = self._pace and self._should_pace()
             self._export(PacedBatch(batch, self._should_pace) if paced else batch)
 
     def _should_pace(self) -> bool:
@@ -305,7 +314,7 @@ class SinkWorker:
         elif self._own_drops:
             self.last_error = getattr(self.sink, "last_error", None) or self.last_error
         elif not written_off:
-            self._drops.add(self.sink.name, EXPORT_FAILED, len(batch))
+            self._count(EXPORT_FAILED, len(batch))
             warn_once(
                 _log,
                 f"export_failed:{self.sink.name}",
@@ -342,6 +351,12 @@ class SinkWorker:
         neither the count nor the log.
         """
         started = time.monotonic()
+        begin = getattr(self.sink, "begin_shutdown", None)
+        if begin is not None:
+            try:
+                begin()
+            except Exception:
+                _log.debug("agent-trace: begin_shutdown failed", exc_info=True)
         delivered = self.flush(deadline - _BOOKKEEPING_S)
         with self._cond:
             self._closed = True
@@ -352,7 +367,7 @@ class SinkWorker:
             self._cond.notify_all()
         lost = left + stuck
         if lost:
-            self._drops.add(self.sink.name, SHUTDOWN_TIMEOUT, lost)
+            self._count(SHUTDOWN_TIMEOUT, lost)
             warn_once(
                 _log,
                 f"shutdown:{self.sink.name}",

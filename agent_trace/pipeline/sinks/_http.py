@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import re
 import select
 import socket
@@ -32,9 +31,10 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
+
+from agent_trace._fork import reset_in_forked_child
 
 __all__ = ["HttpAnswer", "HttpError", "HttpPoster"]
 
@@ -121,14 +121,7 @@ class HttpPoster:
         self._closed = False
         # Off for good once a connection ended part-way through pipelined requests.
         self._pipelining = True
-        poster = weakref.ref(self)
-
-        def after_fork_in_child() -> None:
-            alive = poster()
-            if alive is not None:
-                alive._after_fork()
-
-        os.register_at_fork(after_in_child=after_fork_in_child)
+        reset_in_forked_child(self, HttpPoster._after_fork)
 
     def _after_fork(self) -> None:
         # The parent's export thread may have held the lock at the fork, in the middle of a

@@ -22,12 +22,10 @@ import ipaddress
 import json
 import logging
 import math
-import os
 import threading
 import time
 import urllib.parse
 import uuid
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -37,6 +35,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from agent_trace._attributes import CONSTITUTION_HASH, CONVERSATION_ID, SENTRY_OP
 from agent_trace._config import SentryDsn
+from agent_trace._fork import reset_in_forked_child
 from agent_trace._log import warn_once
 from agent_trace._version import __version__
 from agent_trace.pipeline.drops import SHUTDOWN_TIMEOUT, DropCounter
@@ -316,14 +315,7 @@ class SentryEnvelopeSink:
         )
         self.transactions_sent = 0
         self.last_error: str | None = None
-        sink = weakref.ref(self)
-
-        def after_fork_in_child() -> None:
-            alive = sink()
-            if alive is not None:
-                alive._after_fork()
-
-        os.register_at_fork(after_in_child=after_fork_in_child)
+        reset_in_forked_child(self, SentryEnvelopeSink._after_fork)
 
     def _after_fork(self) -> None:
         # What is parked and unanswered is the parent's to send; a parent thread may have held
@@ -563,6 +555,11 @@ class SentryEnvelopeSink:
 
     def describe(self) -> str:
         return self._dsn.redacted
+
+    @property
+    def held(self) -> int:
+        """Spans parked or waiting for Sentry's answer."""
+        return self._parked_count + self._unanswered
 
 
 def _is_loopback(host: str) -> bool:
