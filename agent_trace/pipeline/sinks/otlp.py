@@ -70,7 +70,11 @@ def _grpc_exporter_class() -> Callable[..., SpanExporter]:
                 return ExportTraceServiceRequest.FromString(otlp_proto.encode_request(data))
             except Exception:
                 # A value our encoder does not take: the stock encoder sends what it can of it.
-                _logger.debug("stock encoder for a batch of %d spans", len(data), exc_info=True)
+                _logger.debug(
+                    "our encoder refused a batch of %d spans; the stock one sends it",
+                    len(data),
+                    exc_info=True,
+                )
                 return super()._translate_data(data)
 
     return FastGrpcExporter
