@@ -225,6 +225,15 @@ def test_spans_reach_otlp_through_another_process(otlp_grpc_recorder: OtlpGrpcRe
     assert agent_trace.sink_status() == {"otlp": "ok"}
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's idle scheduling class")
+def test_the_export_process_runs_only_on_cores_nothing_else_wants(
+    otlp_grpc_recorder: OtlpGrpcRecorder,
+) -> None:
+    sink = _configure(otlp_grpc_recorder)
+    assert os.sched_getscheduler(_started(sink)) == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE
+
+
 def test_no_export_process_when_turned_off(otlp_grpc_recorder: OtlpGrpcRecorder) -> None:
     before = {p.pid for p in psutil.Process().children()}
     agent_trace.configure(

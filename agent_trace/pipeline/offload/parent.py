@@ -4,8 +4,9 @@ Encoding spans as OTLP protobuf and Sentry JSON is pure Python. On the applicati
 threads it holds the GIL the application needs: a FastAPI service's single-connection p99 was
 1.5 times the uninstrumented one's with both sinks on, though the export threads used only 7 %
 of the process's time (BENCHMARKS.md). So the network sinks run in a process of their own,
-started with the application's interpreter (`child`); the application's export thread turns
-each batch into flat tuples and writes them to a pipe, a tenth of the encoding's cost.
+started with the application's interpreter in the idle scheduling class (`child`); the
+application's export thread turns each batch into flat tuples and writes them to a socket, a
+tenth of the encoding's cost.
 
 Nothing is lost silently on the way. The export process reports its sinks' drops, deliveries
 and errors; they are counted here under the sinks' own names, as if the sinks ran in this
