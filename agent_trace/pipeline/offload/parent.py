@@ -37,8 +37,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from agent_trace._config import Settings
 from agent_trace._fork import reset_in_forked_child
 from agent_trace._log import warn_once
-from agent_trace.pipeline.drops import DropCounter
+from agent_trace.pipeline.drops import SHUTDOWN_TIMEOUT, DropCounter
 from agent_trace.pipeline.offload.wire import (
+    MAX_FRAME,
     FrameReader,
     SpanEncoder,
     encode_spans,
@@ -68,6 +69,18 @@ _BOOT = (
     "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
     "from agent_trace.pipeline.offload.child import main; sys.exit(main())"
 )
+
+
+# Settings that may carry a secret: the export process gets them resolved, down its socket. An
+# application may have put them in its environment at run time (python-dotenv, a secret
+# manager), where `/proc/<pid>/environ` of the export process would show them.
+_SECRET_VARIABLES = frozenset(
+    {"SENTRY_DSN", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"}
+)
+
+
+def _child_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.upper() not in _SECRET_VARIABLES}
 
 
 class _InProcess:
@@ -114,6 +127,7 @@ class ExportProcessSink:
         self._closing = False
         self._fallback: _InProcess | None = None
         self._fallback_lock = threading.Lock()
+        self._fallback_closed = False
         self._start()
         reset_in_forked_child(self, ExportProcessSink._after_fork)
 
@@ -132,21 +146,35 @@ class ExportProcessSink:
         self._held: dict[str, int] = {}
         self._sent = 0
         self._received = 0
+        # Spans inside `export` not yet written, and whether a shutdown that got no answer
+        # counted everything unconfirmed as lost (see `_write_off`); under `_count_lock`.
+        self._count_lock = threading.Lock()
+        self._exporting = 0
+        self._written_off = False
+        self._shutdown_answered = False
         self._replies: dict[int, list[Any]] = {}
         self._next_request = 0
         self.process_exits = 0
         self.exit_code: int | None = None
         self._generation = getattr(self, "_generation", 0) + 1
+        if getattr(sys, "frozen", False):
+            # A frozen application's executable is the application, not an interpreter.
+            self._failure = "cannot run in a frozen application (sys.frozen is set)"
+            self._ready.set()
+            return
         ours, theirs = socket.socketpair()
         try:
             with contextlib.suppress(OSError):
                 ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER_BYTES)
                 theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER_BYTES)
+            # Imports ignore entries that are not text (a Path, bytes): so does the process.
+            path = [entry for entry in sys.path if isinstance(entry, str)]
             process = subprocess.Popen(
-                [sys.executable, "-I", "-c", _BOOT, json.dumps(sys.path)],
+                [sys.executable, "-I", "-c", _BOOT, json.dumps(path)],
                 stdin=theirs.fileno(),
                 stdout=subprocess.PIPE,
                 close_fds=True,
+                env=_child_environment(),
             )
         except Exception as exc:
             ours.close()
@@ -210,7 +238,8 @@ class ExportProcessSink:
             received, drops, sinks = message[1:4]
             for key, count in drops.items():
                 new = count - self._reported.get(key, 0)
-                if new > 0:
+                # After a write-off, what the export process counts late was counted here.
+                if new > 0 and not self._written_off:
                     self._drops.add(key[0], key[1], new)
             self._reported = dict(drops)
             self._received = received
@@ -235,6 +264,10 @@ class ExportProcessSink:
 
     def _gone(self, why: str) -> None:
         """The export process exited while in use: count what it held, go on in-process."""
+        for waiting in list(self._replies.values()):
+            waiting[1] = None  # no answer: a shutdown waiting for one counts the losses
+            waiting[0].set()
+        self._replies.clear()
         if self._closing:
             self._ready.set()
             return
@@ -247,9 +280,6 @@ class ExportProcessSink:
             self._drops.add(name, EXPORT_PROCESS_EXITED, lost)
         self._sent = self._received = 0
         self._held = {}
-        for waiting in list(self._replies.values()):
-            waiting[0].set()
-        self._replies.clear()
         self._ready.set()
 
     def _exit_reason(self) -> str:
@@ -290,42 +320,101 @@ class ExportProcessSink:
         self._process = None
         self._fallback = None
         self._fallback_lock = threading.Lock()
+        self._fallback_closed = False
         if not self._closed:
             self._start()
 
     # -- the SpanSink protocol ------------------------------------------------------------------
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
+        with self._count_lock:
+            if self._written_off:
+                return False
+            self._exporting = len(spans)
+        try:
+            return self._export(spans)
+        finally:
+            with self._count_lock:
+                self._exporting = 0
+
+    def _export(self, spans: Sequence[ReadableSpan]) -> bool:
         self._ready.wait(STARTUP_TIMEOUT_S)
+        if self._closed and (self._failure is not None or not self._ready.is_set()):
+            # Shut down before it could start: nothing is built to send this batch now.
+            self._lost_at_shutdown(len(spans))
+            return False
         if self._fallback is None and (self._failure is not None or not self._ready.is_set()):
             self._failure = self._failure or f"did not start within {STARTUP_TIMEOUT_S:g} s"
         if self._failure is not None:
             return self._in_process().export(spans)
         data, unserializable = encode_spans(self._encoder, spans)
+        if len(data) - 4 > MAX_FRAME:
+            # The export process refuses a frame this large as a broken stream, and leaves.
+            # 512 spans at the SDK's default limits (128 attributes of 4160 characters) make one.
+            if len(spans) > 1:
+                half = len(spans) // 2
+                first = self._export(spans[:half])
+                return self._export(spans[half:]) and first
+            for name in self.drop_names:
+                self._drops.add(name, UNSERIALIZABLE, 1)
+            with self._count_lock:
+                self._exporting = max(0, self._exporting - 1)
+            return False
         if unserializable:
             for name in self.drop_names:
                 self._drops.add(name, UNSERIALIZABLE, unserializable)
         with self._write_lock:
             written = self._write(data)
             if written:
-                self._sent += len(spans) - unserializable
+                with self._count_lock:
+                    self._sent += len(spans) - unserializable
+                    self._exporting = max(0, self._exporting - len(spans))
+        if not written and self._closing:
+            # The stream was ended by shutdown (or the process left during it): too late to
+            # start the sinks here.
+            self._lost_at_shutdown(len(spans) - unserializable)
+            return False
         if not written:
             # The pipe broke: the reader counts what the process held; this batch goes on here.
             self._failure = self._failure or self._exit_reason()
             return self._in_process().export(spans)
         return not unserializable
 
-    def _ask(self, kind: str, timeout_s: float) -> bool:
+    def _lost_at_shutdown(self, count: int) -> None:
+        with self._count_lock:
+            if self._written_off:
+                return  # counted by the shutdown that gave up
+            self._exporting = max(0, self._exporting - count)
+        for name in self.drop_names:
+            self._drops.add(name, SHUTDOWN_TIMEOUT, count)
+
+    def _write_off(self) -> None:
+        """A shutdown got no answer by its deadline: what the export process has not confirmed
+        (still being written, in the socket, in its queues) is counted as lost now, once."""
+        with self._count_lock:
+            if self._written_off:
+                return
+            self._written_off = True
+            unconfirmed = self._exporting + max(0, self._sent - self._received)
+        for name in self.drop_names:
+            self._drops.add(name, SHUTDOWN_TIMEOUT, unconfirmed + self._held.get(name, 0))
+
+    def _ask(self, kind: str, timeout_s: float) -> bool | None:
+        """Flush or shut the sinks down; None when the export process did not answer in time."""
         deadline = time.monotonic() + timeout_s
         if not self._ready.wait(max(0.0, timeout_s)):
-            return False
+            return None
         if self._failure is not None:
-            fallback = self._in_process()
-            return fallback.shutdown(deadline) if kind == "shutdown" else fallback.flush(deadline)
+            if kind == "shutdown":
+                with self._fallback_lock:
+                    fallback, self._fallback_closed = self._fallback, True
+                # No sink was ever needed here when none was built: none is built to close.
+                return True if fallback is None else fallback.shutdown(deadline)
+            return self._in_process().flush(deadline)
         waiting: list[Any] = [threading.Event(), False]
         # The export thread may be in a long send: wait for it no longer than the deadline.
         if not self._write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            return False
+            return None
         try:
             request = self._next_request = self._next_request + 1
             self._replies[request] = waiting
@@ -333,16 +422,25 @@ class ExportProcessSink:
             budget = max(0.0, deadline - time.monotonic() - 0.05)
             if not self._write(frame((kind, request, budget)), deadline):
                 self._replies.pop(request, None)
-                return False
+                return None
         finally:
             self._write_lock.release()
-        waiting[0].wait(max(0.0, deadline - time.monotonic()))
+        if not waiting[0].wait(max(0.0, deadline - time.monotonic())) or waiting[1] is None:
+            return None
         return bool(waiting[1])
 
     def flush(self, timeout_s: float) -> bool:
         # The worker's last flush before shutdown is the export process's shutdown: it counts
         # what it could not send in that time, and reports it while this process waits.
-        return self._ask("shutdown" if self._closing else "flush", timeout_s)
+        if not self._closing:
+            return bool(self._ask("flush", timeout_s))
+        answer = self._ask("shutdown", timeout_s)
+        if answer is None:
+            # Stopped, starved of CPU, or still starting: it did not count its losses for us.
+            self._write_off()
+        else:
+            self._shutdown_answered = True
+        return bool(answer)
 
     def begin_shutdown(self) -> None:
         """Called by the worker as its shutdown starts, before its last flush."""
@@ -353,8 +451,15 @@ class ExportProcessSink:
         # an export process that has not had its shutdown (no flush came) takes the end of the
         # stream as one, with the exit timeout.
         self._closing = self._closed = True
-        if self._fallback is not None:
-            self._fallback.shutdown(time.monotonic() + self._settings.exit_timeout_s)
+        if not self._shutdown_answered:
+            # The worker's last flush gave up before asking (its export call is stuck, waiting
+            # for the process to start or for room in the socket): nothing confirmed the rest.
+            self._write_off()
+        with self._fallback_lock:
+            fallback = None if self._fallback_closed else self._fallback
+            self._fallback_closed = True
+        if fallback is not None:
+            fallback.shutdown(time.monotonic() + self._settings.exit_timeout_s)
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.shutdown(socket.SHUT_WR)
