@@ -32,7 +32,7 @@ from agent_trace.pipeline.offload.parent import ExportProcessSink
 from agent_trace.pipeline.offload.wire import MAX_FRAME, SpanEncoder, encode_spans
 from agent_trace.pipeline.worker import SinkWorker
 from tests.adversarial._support import SECRET
-from tests.backends.otlp_recorder import OtlpGrpcRecorder
+from tests.backends.otlp_recorder import OtlpGrpcRecorder, closed_port
 
 
 @pytest.fixture(autouse=True)
@@ -208,6 +208,36 @@ def test_a_frozen_application_is_not_started_again_as_its_export_process(
     assert len(otlp_grpc_recorder.spans()) == 2  # in-process instead
 
 
+def test_settings_holding_the_applications_own_text_class_reach_the_export_process(
+    otlp_grpc_recorder: OtlpGrpcRecorder,
+) -> None:
+    # Header names and resource keys from a class of the application's (an enum, a constant
+    # type) that the export process cannot import: configure() raised "Can't pickle local
+    # object" and left the process it had just started running.
+    class Key(str):
+        pass
+
+    before = {p.pid for p in psutil.Process().children()}
+    agent_trace.configure(
+        "offload-attack",
+        otlp_endpoint=otlp_grpc_recorder.endpoint,
+        otlp_headers={Key("x-team-key"): Key("value")},
+        resource_attributes={Key("team"): Key("review")},
+        _env={},
+    )
+    pipeline = _runtime.current()
+    assert pipeline is not None
+    (sink,) = [w.sink for w in pipeline.workers if isinstance(w.sink, ExportProcessSink)]
+    assert _started_pid(sink) not in before
+
+    _session("own-classes")
+    assert agent_trace.force_flush(timeout_s=10)
+    call = otlp_grpc_recorder.calls[0]
+    assert call.metadata_value("x-team-key") == "value"
+    resource = call.request.resource_spans[0].resource
+    assert {a.key: a.value.string_value for a in resource.attributes}["team"] == "review"
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
 def test_secrets_the_application_put_in_its_environment_stay_out_of_the_export_process(
     otlp_grpc_recorder: OtlpGrpcRecorder, monkeypatch: pytest.MonkeyPatch
@@ -285,3 +315,30 @@ def test_a_batch_larger_than_a_frame_does_not_end_the_export_process(
     assert psutil.Process(pid).is_running()
     # The receiver refuses messages over 4 MB: the heavy spans are counted, not lost silently.
     _wait_until(lambda: _lost("export_failed") - failed_before >= 512, timeout_s=60)
+
+
+# -- what the export process logs ---------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="child.py/_log.py: warn_once's once-a-minute memory lives in each export process, "
+    "and parent.py ExportProcessSink._take re-logs every forwarded record: each new export "
+    "process (every configure(), every forked worker) repeats the warning a single process "
+    "gives once a minute",
+)
+def test_an_export_failure_warns_once_a_minute_across_reconfigurations(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    with caplog.at_level(logging.WARNING, logger="agent_trace"):
+        for attempt in range(3):
+            agent_trace.configure(
+                "offload-attack", otlp_endpoint=endpoint, export_timeout_s=1, _env={}
+            )
+            _session(f"refused {attempt}")
+            assert agent_trace.force_flush(timeout_s=10) is False
+    warnings = [r for r in caplog.records if "could not be delivered" in r.getMessage()]
+    # As with export_process=False: one line a minute, every drop counted.
+    assert len(warnings) == 1
+    assert _lost("export_failed") >= 6

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import logging
 import os
@@ -81,6 +82,27 @@ _SECRET_VARIABLES = frozenset(
 
 def _child_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.upper() not in _SECRET_VARIABLES}
+
+
+class _PlainPickler(pickle.Pickler):
+    """Pickles subclasses of str, int and float as the built-ins themselves: the export process
+    cannot import a class the application defined in `__main__` or in a function (a header
+    name given as a local `str` subclass), and must not import the application's modules."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, str):
+            return str, (str.__str__(obj),)
+        if isinstance(obj, float):
+            return float, (float.__float__(obj),)
+        if isinstance(obj, int) and not isinstance(obj, bool):
+            return int, (int.__int__(obj),)
+        return NotImplemented
+
+
+def _pickled(config: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    _PlainPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(config)
+    return buffer.getvalue()
 
 
 class _InProcess:
@@ -167,6 +189,9 @@ class ExportProcessSink:
             with contextlib.suppress(OSError):
                 ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER_BYTES)
                 theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER_BYTES)
+            config = _pickled(
+                {"settings": self._settings, "resource": resource_tuple(self._resource)}
+            )
             # Imports ignore entries that are not text (a Path, bytes): so does the process.
             path = [entry for entry in sys.path if isinstance(entry, str)]
             process = subprocess.Popen(
@@ -186,8 +211,7 @@ class ExportProcessSink:
         self._process = process
         self._socket = ours
         assert process.stdout is not None
-        config = {"settings": self._settings, "resource": resource_tuple(self._resource)}
-        self._write(frame(("config", pickle.dumps(config))))
+        self._write(frame(("config", config)))
         reader = threading.Thread(
             target=self._read,
             args=(process, FrameReader(process.stdout), self._generation),
