@@ -9,12 +9,15 @@ server is a recorder the test starts on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import pathlib
 import signal
 import stat
+import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -257,6 +260,40 @@ def test_secrets_the_application_put_in_its_environment_stay_out_of_the_export_p
     _session("with-header")
     assert agent_trace.force_flush(timeout_s=10)
     assert otlp_grpc_recorder.calls[0].metadata_value("x-api-key") == SECRET
+
+
+def test_an_application_without_standard_error_gives_its_export_process_none(
+    otlp_grpc_recorder: OtlpGrpcRecorder, tmp_path: Path
+) -> None:
+    # A daemon started with `>&- 2>&-`: its next descriptors opened are 1 and 2, the frames'
+    # socket among them; the export process wrote its standard error down that socket.
+    report = tmp_path / "descriptors.json"
+    code = textwrap.dedent(
+        f"""
+        import json, os
+        os.close(1)
+        os.close(2)
+        import agent_trace
+        from agent_trace import _runtime
+        endpoint = {otlp_grpc_recorder.endpoint!r}
+        agent_trace.configure("closed-stderr", otlp_endpoint=endpoint, _env={{}})
+        sink = _runtime.current().workers[0].sink
+        assert sink.started(20)
+        fds = {{n: os.readlink(f"/proc/{{sink.pid}}/fd/{{n}}") for n in ("1", "2")}}
+        with agent_trace.session("quiet", agents=["a"]) as s, s.turn("a"):
+            pass
+        ok = agent_trace.force_flush(timeout_s=10)
+        with open({str(report)!r}, "w") as out:
+            json.dump({{"fds": fds, "ok": ok}}, out)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    result = subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=False)
+    assert result.returncode == 0
+    outcome = json.loads(report.read_text())
+    assert outcome["ok"] is True
+    assert not [target for target in outcome["fds"].values() if target.startswith("socket:")]
+    assert len(otlp_grpc_recorder.spans()) == 2
 
 
 def test_a_pipeline_whose_export_process_never_started_shuts_down_quietly(

@@ -84,6 +84,19 @@ def _child_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.upper() not in _SECRET_VARIABLES}
 
 
+def _child_stderr(*ours: socket.socket) -> int | None:
+    """The application's standard error for the export process, unless it has none: one it
+    closed (`2>&-`) is taken by the next descriptor opened, here one of the frames' sockets,
+    and what the export process wrote there would go down that socket, unread."""
+    try:
+        os.fstat(2)
+    except OSError:
+        return subprocess.DEVNULL
+    if any(sock.fileno() == 2 for sock in ours):
+        return subprocess.DEVNULL
+    return None
+
+
 class _PlainPickler(pickle.Pickler):
     """Pickles subclasses of str, int and float as the built-ins themselves: the export process
     cannot import a class the application defined in `__main__` or in a function (a header
@@ -198,6 +211,7 @@ class ExportProcessSink:
                 [sys.executable, "-I", "-c", _BOOT, json.dumps(path)],
                 stdin=theirs.fileno(),
                 stdout=subprocess.PIPE,
+                stderr=_child_stderr(ours, theirs),
                 close_fds=True,
                 env=_child_environment(),
             )
