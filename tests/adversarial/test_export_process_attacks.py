@@ -145,6 +145,21 @@ def slow_start(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+def test_a_shutdown_with_time_enough_waits_for_a_starting_export_process(
+    otlp_grpc_recorder: OtlpGrpcRecorder, slow_start: None
+) -> None:
+    # A short script: configure, a few spans, exit. The process is not ready when shutdown
+    # starts; with time enough, everything still goes through it.
+    sink, _ = _configure(otlp_grpc_recorder)
+    before = sum(agent_trace.dropped_spans().values())
+    _session("short-script")
+
+    assert agent_trace.shutdown(timeout_s=15)
+    assert len(otlp_grpc_recorder.spans()) == 2
+    assert sum(agent_trace.dropped_spans().values()) == before
+    assert sink._fallback is None and sink.process_exits == 0
+
+
 def test_spans_waiting_for_a_starting_export_process_are_counted_at_shutdown(
     otlp_grpc_recorder: OtlpGrpcRecorder, slow_start: None
 ) -> None:
