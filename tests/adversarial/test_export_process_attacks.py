@@ -372,13 +372,6 @@ def test_a_batch_larger_than_a_frame_does_not_end_the_export_process(
 # -- what the export process logs ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="child.py/_log.py: warn_once's once-a-minute memory lives in each export process, "
-    "and parent.py ExportProcessSink._take re-logs every forwarded record: each new export "
-    "process (every configure(), every forked worker) repeats the warning a single process "
-    "gives once a minute",
-)
 def test_an_export_failure_warns_once_a_minute_across_reconfigurations(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -133,13 +133,25 @@ class _ForwardLogs(logging.Handler):
     def __init__(self, channel: _Channel) -> None:
         super().__init__(logging.INFO)
         self._channel = channel
+        # Set once the sinks are built: a warning about one of them is logged once a minute
+        # by the application's process, across export processes (each new one would repeat it).
+        self.sink_names: frozenset[str] = frozenset()
+
+    def _once_key(self, record: logging.LogRecord) -> str | None:
+        if record.levelno != logging.WARNING or not record.name.startswith("agent_trace"):
+            return None
+        args = record.args if isinstance(record.args, tuple) else ()
+        sinks = ",".join(a for a in args if isinstance(a, str) and a in self.sink_names)
+        return f"{record.name}:{record.msg}:{sinks}"
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
             if record.exc_info and record.exc_info[1] is not None:
                 message += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
-            self._channel.send(("log", record.levelno, record.name, message))
+            self._channel.send(
+                ("log", record.levelno, record.name, message, self._once_key(record))
+            )
         except Exception:
             self.handleError(record)
 
@@ -184,7 +196,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     channel = _Channel(frames_out)
     root = logging.getLogger()
-    root.addHandler(_ForwardLogs(channel))
+    forward = _ForwardLogs(channel)
+    root.addHandler(forward)
     root.setLevel(logging.INFO)
     reader = FrameReader(os.fdopen(frames_in, "rb", buffering=1 << 20))
     first = reader.next()
@@ -195,6 +208,7 @@ def main() -> int:
     except Exception as exc:
         channel.send(("failed", f"{type(exc).__name__}: {exc}"))
         return 1
+    forward.sink_names = frozenset(s.name for s in exporter.sinks)
     channel.send(("ready", os.getpid(), {s.name: s.describe() for s in exporter.sinks}))
     stop = threading.Event()
     threading.Thread(

@@ -285,8 +285,13 @@ class ExportProcessSink:
                 self._statuses[name] = error
                 self._held[name] = held
         elif kind == "log":
-            level, name, text = message[1:4]
-            logging.getLogger(name).log(level, "%s", text)
+            level, name, text, once = message[1:5]
+            if once is None:
+                logging.getLogger(name).log(level, "%s", text)
+            else:
+                # Each export process limits its warnings to one a minute; a new one (after
+                # configure(), in a forked worker) starts afresh: the limit is kept here.
+                warn_once(logging.getLogger(name), f"export_process:{once}", "%s", text)
         elif kind == "reply":
             waiting = self._replies.pop(message[1], None)
             if waiting is not None:
