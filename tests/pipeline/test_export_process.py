@@ -378,6 +378,9 @@ def test_a_forked_child_gets_an_export_process_of_its_own(
         assert agent_trace.force_flush(timeout_s=10)
         pid = os.fork()
         if pid == 0:
+            import psutil
+            # None started by the fork itself: a child that never traces needs none.
+            print("idle", len(psutil.Process().children()), flush=True)
             with agent_trace.session("child", agents=["a"]) as s, s.turn("a"):
                 pass
             ok = agent_trace.force_flush(timeout_s=10)
@@ -395,6 +398,7 @@ def test_a_forked_child_gets_an_export_process_of_its_own(
     child_pid, child_ok = lines["child"].split()
     parent_pid, parent_ok, status = lines["parent"].split()
     assert child_ok == "True" and parent_ok == "True" and status == "0"
+    assert lines["idle"] == "0"
     assert child_pid != parent_pid
     assert len(otlp_grpc_recorder.spans()) == 6
 

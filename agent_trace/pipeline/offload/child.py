@@ -1,11 +1,11 @@
 """The export process: runs the network sinks for one application process.
 
 Started by `ExportProcessSink` with the application's interpreter and `sys.path`. It reads a
-pickled configuration, then frames (`wire`) from its standard input, and answers on its
-standard output: `ready` once its sinks are built (or `failed`), `stats` whenever its counts
-change, and a `reply` to each flush and shutdown. Its own standard output is pointed at its
-standard error as it starts, so that nothing a library prints can corrupt the frames; warnings
-go to the standard error the application's process gave it.
+pickled configuration, then frames (`wire`) from its standard input (a socket), and answers
+on a pipe of its own, never on its standard output, where anything it imports may print:
+`ready` once its sinks are built (or `failed`), `stats` whenever its counts change, its log
+records, and a `reply` to each flush and shutdown. Its standard output and error are the
+application's standard error.
 
 It ignores SIGINT and SIGTERM, which a terminal or a supervisor sends to the whole process
 group: it leaves when its standard input closes (the application shut the pipeline down, or
@@ -183,14 +183,14 @@ def _lower_priority() -> None:
         os.nice(_NICENESS)
 
 
-def main() -> int:
-    # The frames get descriptors of their own; 0 and 1 become harmless for everything else.
+def main(frames_out: int) -> int:
+    """Read frames from standard input (the application's socket) until it closes; answer on
+    the descriptor `frames_out` (see `parent._BOOT`)."""
+    # The frames get a descriptor of their own; 0 becomes harmless for everything else.
     frames_in = os.dup(0)
-    frames_out = os.dup(1)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    os.dup2(2, 1)
     _lower_priority()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -243,4 +243,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(int(sys.argv[1])))

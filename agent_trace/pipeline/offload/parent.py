@@ -41,6 +41,7 @@ from agent_trace._log import warn_once
 from agent_trace.pipeline.drops import SHUTDOWN_TIMEOUT, DropCounter
 from agent_trace.pipeline.offload.wire import (
     MAX_FRAME,
+    FdStream,
     FrameReader,
     SpanEncoder,
     encode_spans,
@@ -65,10 +66,11 @@ _NO_SIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 
 # Run in the export process: the application's `sys.path` (given as an argument) first, so
 # that it imports the same agent-trace and dependencies; `-I` keeps the working directory and
-# PYTHON* variables out of it.
+# PYTHON* variables out of it. Its answers go down a pipe of their own (its descriptor is the
+# second argument), never its standard output, where a module it imports may print.
 _BOOT = (
     "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
-    "from agent_trace.pipeline.offload.child import main; sys.exit(main())"
+    "from agent_trace.pipeline.offload.child import main; sys.exit(main(int(sys.argv[2])))"
 )
 
 
@@ -84,17 +86,15 @@ def _child_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.upper() not in _SECRET_VARIABLES}
 
 
-def _child_stderr(*ours: socket.socket) -> int | None:
-    """The application's standard error for the export process, unless it has none: one it
-    closed (`2>&-`) is taken by the next descriptor opened, here one of the frames' sockets,
-    and what the export process wrote there would go down that socket, unread."""
+def _child_output(*ours: int) -> int:
+    """Where the export process's standard output and error go: the application's standard
+    error, unless it has none. One it closed (`2>&-`) is taken by the next descriptor opened,
+    here one of the frames' own, and what the export process wrote there would go down it."""
     try:
         os.fstat(2)
     except OSError:
         return subprocess.DEVNULL
-    if any(sock.fileno() == 2 for sock in ours):
-        return subprocess.DEVNULL
-    return None
+    return subprocess.DEVNULL if 2 in ours else 2
 
 
 class _PlainPickler(pickle.Pickler):
@@ -163,6 +163,8 @@ class ExportProcessSink:
         self._fallback: _InProcess | None = None
         self._fallback_lock = threading.Lock()
         self._fallback_closed = False
+        self._start_lock = threading.Lock()
+        self._unstarted = False
         self._start()
         reset_in_forked_child(self, ExportProcessSink._after_fork)
 
@@ -198,6 +200,7 @@ class ExportProcessSink:
             self._ready.set()
             return
         ours, theirs = socket.socketpair()
+        answers, answers_w = os.pipe()
         try:
             with contextlib.suppress(OSError):
                 ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER_BYTES)
@@ -207,28 +210,32 @@ class ExportProcessSink:
             )
             # Imports ignore entries that are not text (a Path, bytes): so does the process.
             path = [entry for entry in sys.path if isinstance(entry, str)]
+            output = _child_output(ours.fileno(), theirs.fileno(), answers, answers_w)
             process = subprocess.Popen(
-                [sys.executable, "-I", "-c", _BOOT, json.dumps(path)],
+                [sys.executable, "-I", "-c", _BOOT, json.dumps(path), str(answers_w)],
                 stdin=theirs.fileno(),
-                stdout=subprocess.PIPE,
-                stderr=_child_stderr(ours, theirs),
+                stdout=output,
+                stderr=output,
+                pass_fds=(answers_w,),
                 close_fds=True,
                 env=_child_environment(),
             )
         except Exception as exc:
             ours.close()
+            os.close(answers)
             self._failure = f"could not start ({type(exc).__name__}: {exc})"
             self._ready.set()
             return
         finally:
             theirs.close()
+            os.close(answers_w)
         self._process = process
         self._socket = ours
-        assert process.stdout is not None
+        self._answers = answers
         self._write(frame(("config", config)))
         reader = threading.Thread(
             target=self._read,
-            args=(process, FrameReader(process.stdout), self._generation),
+            args=(process, FrameReader(FdStream(answers)), self._generation),
             name="agent-trace-export-process",
             daemon=True,
         )
@@ -352,20 +359,30 @@ class ExportProcessSink:
 
     def _after_fork(self) -> None:
         # The parent's pipes and process stay the parent's: a forked child starts its own.
-        process = self._process
-        if process is not None:
-            with contextlib.suppress(OSError, ValueError):
-                if process.stdout is not None:
-                    os.close(process.stdout.fileno())
+        answers = getattr(self, "_answers", None)
+        if answers is not None:
+            with contextlib.suppress(OSError):
+                os.close(answers)
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.close()
         self._process = None
+        self._socket = None
         self._fallback = None
         self._fallback_lock = threading.Lock()
         self._fallback_closed = False
-        if not self._closed:
-            self._start()
+        # Started by the child's first export or flush, not here: a fork handler is no place
+        # to start a process, and a child that never traces (a worker pool's) needs none.
+        self._start_lock = threading.Lock()
+        self._unstarted = not self._closed
+
+    def _started_here(self) -> None:
+        """Start the export process of a forked child, once, on its first use."""
+        if self._unstarted:
+            with self._start_lock:
+                if self._unstarted:
+                    self._start()
+                    self._unstarted = False
 
     # -- the SpanSink protocol ------------------------------------------------------------------
 
@@ -381,6 +398,7 @@ class ExportProcessSink:
                 self._exporting = 0
 
     def _export(self, spans: Sequence[ReadableSpan]) -> bool:
+        self._started_here()
         self._ready.wait(STARTUP_TIMEOUT_S)
         if self._closed and (self._failure is not None or not self._ready.is_set()):
             # Shut down before it could start: nothing is built to send this batch now.
@@ -445,6 +463,7 @@ class ExportProcessSink:
     def _ask(self, kind: str, timeout_s: float) -> bool | None:
         """Flush or shut the sinks down; None when the export process did not answer in time."""
         deadline = time.monotonic() + timeout_s
+        self._started_here()
         if not self._ready.wait(max(0.0, timeout_s)):
             return None
         if self._failure is not None:
@@ -528,4 +547,5 @@ class ExportProcessSink:
 
     def started(self, timeout_s: float) -> bool:
         """Wait until the export process has built its sinks; False if it has not, or failed."""
+        self._started_here()
         return self._ready.wait(timeout_s) and self._failure is None

@@ -17,7 +17,7 @@ import marshal
 import os
 import struct
 from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from typing import Any, Protocol
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -28,6 +28,7 @@ from opentelemetry.trace.span import TraceState
 
 __all__ = [
     "MAX_FRAME",
+    "FdStream",
     "FrameReader",
     "decode_spans",
     "encode_spans",
@@ -58,10 +59,14 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+class Readable(Protocol):
+    def read(self, size: int, /) -> bytes | None: ...
+
+
 class FrameReader:
     """Reads frames from a blocking binary stream; `next()` is None at the end of the stream."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: Readable) -> None:
         self._stream = stream
 
     def next(self) -> tuple[Any, ...] | None:
@@ -84,6 +89,24 @@ class FrameReader:
         if data is None or len(data) < size:
             return None
         return data
+
+
+class FdStream:
+    """Reads a descriptor with `os.read`: no buffer object and so no lock, which a forked
+    child could inherit held by a reader thread it does not have."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, size: int) -> bytes:
+        parts = []
+        while size > 0:
+            chunk = os.read(self.fd, min(size, 1 << 20))
+            if not chunk:
+                break
+            parts.append(chunk)
+            size -= len(chunk)
+        return b"".join(parts)
 
 
 # -- spans ------------------------------------------------------------------------------------
