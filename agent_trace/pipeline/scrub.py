@@ -256,6 +256,9 @@ def _without_exception_text(stack: str) -> str:
 
 def is_secret_key(key: str) -> bool:
     """Whether an attribute key names a secret (its value is then replaced whole)."""
+    if not isinstance(key, str):
+        # A key that is not text can only have been set past the SDK's checks: judge its text.
+        key = str(key)
     if key in _SAFE_KEYS:
         return False
     words = [w.lower() for w in _KEY_WORDS.findall(key)]
@@ -372,6 +375,9 @@ class Scrubber:
         # Keys are low-cardinality: the verdict per key is computed once and cached.
         verdict = self._key_verdicts.get(key)
         if verdict is None:
+            if not isinstance(key, str):
+                # Set past the SDK's checks: judged by its text, never cached.
+                return is_secret_key(key)
             verdict = is_secret_key(key) or (not self.capture_content and key in CONTENT_KEYS)
             # A key with a lone surrogate is never cached: the fast path would keep it as it is.
             if len(self._key_verdicts) < 10_000 and replace_surrogates(key) is key:
@@ -421,7 +427,10 @@ class Scrubber:
                     self._remember_item(key, value)
                     continue
             new = self._value(key, value)
-            new_key = key if key.isascii() else replace_surrogates(key)
+            if not isinstance(key, str):
+                new_key: str = str(key)  # past the SDK's checks; every sink takes text keys
+            else:
+                new_key = key if key.isascii() else replace_surrogates(key)
             if new is value and new_key is key:
                 if verdicts.get(key) is False:
                     if isinstance(value, str):

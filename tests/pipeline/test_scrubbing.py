@@ -246,3 +246,18 @@ def test_secrets_inside_maps_and_mixed_arrays_are_redacted(spans: CapturedSpans)
     assert "bob@example.org" not in str(attrs["app.contacts"])
     assert attrs["app.contacts"][0] == 1
     assert {"http.request.headers", "app.contacts"} <= set(attrs["agent_trace.scrubbed"])
+
+
+def test_a_key_that_is_not_text_is_judged_by_its_text(spans: CapturedSpans) -> None:
+    # Only a write past the SDK's checks (its stored dict) can make such a key; the span must
+    # still be scrubbed and delivered, not counted as `scrub_failed`.
+    before = agent_trace.dropped_spans()
+    with agent_trace.session("review") as s:
+        s.span._attributes._dict[7] = "seven"  # type: ignore[attr-defined]
+        s.span._attributes._dict["app.token"] = "abcdefgh12345678"  # type: ignore[attr-defined]
+
+    attrs = spans.one("invoke_workflow review").attributes
+    assert attrs["7"] == "seven"  # every sink takes text keys
+    assert 7 not in attrs
+    assert attrs["app.token"] == "[REDACTED]"
+    assert agent_trace.dropped_spans() == before
