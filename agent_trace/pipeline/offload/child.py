@@ -90,10 +90,14 @@ class _Exporter:
         if undecodable:
             for sink in self.sinks:
                 self.drops.add(sink.name, UNDECODABLE, undecodable)
-        for worker in self.workers:
-            for span in spans:
-                worker.enqueue(span)
-        self.received += len(raw)
+        # Under the stats lock: a report counts these spans either as not yet received or as
+        # held in the queues, never both (the application counts both as lost if this process
+        # dies).
+        with self._stats_lock:
+            for worker in self.workers:
+                for span in spans:
+                    worker.enqueue(span)
+            self.received += len(raw)
 
     def stats(self, force: bool = False) -> None:
         with self._stats_lock:
