@@ -16,7 +16,7 @@ from agent_trace.pipeline.drops import DropCounter
 from agent_trace.pipeline.scrub import Scrubber
 from agent_trace.pipeline.worker import SinkWorker, SpanSink
 
-__all__ = ["PipelineProcessor"]
+__all__ = ["PipelineProcessor", "flush_all", "shutdown_all"]
 
 _log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class PipelineProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         deadline = time.monotonic() + timeout_millis / 1000
-        return _all_by(deadline, [functools.partial(w.flush, deadline) for w in self._workers])
+        return flush_all(self._workers, deadline)
 
     def shutdown(self) -> None:
         # The provider calls this without a deadline; `agent_trace.shutdown` calls
@@ -80,7 +80,17 @@ class PipelineProcessor(SpanProcessor):
 
     def shutdown_within(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
-        return _all_by(deadline, [functools.partial(w.shutdown, deadline) for w in self._workers])
+        return shutdown_all(self._workers, deadline)
+
+
+def flush_all(workers: Sequence[SinkWorker], deadline: float) -> bool:
+    """Flush the workers side by side; whether all delivered by `deadline`."""
+    return _all_by(deadline, [functools.partial(w.flush, deadline) for w in workers])
+
+
+def shutdown_all(workers: Sequence[SinkWorker], deadline: float) -> bool:
+    """Shut the workers down side by side; whether all delivered by `deadline`."""
+    return _all_by(deadline, [functools.partial(w.shutdown, deadline) for w in workers])
 
 
 def _all_by(deadline: float, calls: Sequence[Callable[[], bool]]) -> bool:

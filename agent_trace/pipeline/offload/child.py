@@ -15,7 +15,6 @@ exited, or was killed), after sending what it holds within the exit timeout.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import pickle
@@ -23,11 +22,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from agent_trace.pipeline.drops import DropCounter
 from agent_trace.pipeline.offload.wire import FrameReader, SpanDecoder, frame, write_all
+from agent_trace.pipeline.processor import flush_all, shutdown_all
 
 __all__ = ["main"]
 
@@ -112,20 +111,15 @@ class _Exporter:
                 self._last_stats = current
                 self.channel.send(("stats", *current))
 
-    def all_by(self, deadline: float, calls: list[Callable[[float], bool]]) -> bool:
-        from agent_trace.pipeline.processor import _all_by
-
-        return _all_by(deadline, [functools.partial(call, deadline) for call in calls])
-
     def flush(self, request: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        ok = self.all_by(deadline, [w.flush for w in self.workers])
+        ok = flush_all(self.workers, deadline)
         self.stats(force=True)
         self.channel.send(("reply", request, ok))
 
     def shutdown(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
-        ok = self.all_by(deadline, [w.shutdown for w in self.workers])
+        ok = shutdown_all(self.workers, deadline)
         self.stats(force=True)
         return ok
 

@@ -17,7 +17,6 @@ not yet sent are counted as `export_process_exited`: tracing goes on, in-process
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import logging
@@ -48,6 +47,7 @@ from agent_trace.pipeline.offload.wire import (
     frame,
     resource_tuple,
 )
+from agent_trace.pipeline.processor import flush_all, shutdown_all
 
 __all__ = ["EXPORT_PROCESS_EXITED", "UNSERIALIZABLE", "ExportProcessSink"]
 
@@ -133,14 +133,10 @@ class _InProcess:
         return True
 
     def flush(self, deadline: float) -> bool:
-        from agent_trace.pipeline.processor import _all_by
-
-        return _all_by(deadline, [functools.partial(w.flush, deadline) for w in self.workers])
+        return flush_all(self.workers, deadline)
 
     def shutdown(self, deadline: float) -> bool:
-        from agent_trace.pipeline.processor import _all_by
-
-        return _all_by(deadline, [functools.partial(w.shutdown, deadline) for w in self.workers])
+        return shutdown_all(self.workers, deadline)
 
 
 class ExportProcessSink:

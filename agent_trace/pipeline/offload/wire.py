@@ -30,7 +30,6 @@ __all__ = [
     "MAX_FRAME",
     "FdStream",
     "FrameReader",
-    "decode_spans",
     "encode_spans",
     "frame",
     "resource_tuple",
@@ -335,7 +334,3 @@ class SpanDecoder:
         if scope is None:
             scope = self._scopes[key] = InstrumentationScope(*key)
         return scope
-
-
-def decode_spans(decoder: SpanDecoder, raw: Iterable[Sequence[Any]]) -> list[ReadableSpan]:
-    return [decoder.span(item) for item in raw]
