@@ -1704,6 +1704,41 @@ def test_answers_split_anywhere_across_reads_are_matched_to_their_requests(
     assert server.connections == 1
 
 
+def test_answers_with_the_same_head_share_its_parse_and_others_are_never_mixed_up(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
+) -> None:
+    # Heads are parsed once and kept by their bytes: a head that differs by one header
+    # (a rate limit's length, a server's sequence number) is an answer of its own.
+    limits = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 429 Too Many\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 429 Too Many\r\nRetry-After: 9\r\nContent-Length: 0\r\n\r\n",
+    ]
+    script = [limits[index % 3] for index in range(30)] + [
+        f"HTTP/1.1 200 OK\r\nX-Seq: {index}\r\nContent-Length: 0\r\n\r\n".encode()
+        for index in range(200)
+    ]
+
+    def handle(conn: Conn) -> None:
+        for answer in script:
+            if conn.read_request() is None:
+                return
+            conn.send(answer)
+
+    server = serve(handle)
+    poster = make_poster(server.url)
+
+    answers = answered(poster.post_many(bodies(30)))
+    for start in range(0, 200, 25):
+        answers += answered(poster.post_many(bodies(25, start=start)))
+
+    expected = [(200, None), (429, "5"), (429, "9")] * 10
+    assert [(a.status, a.headers.get("retry-after")) for a in answers[:30]] == expected
+    assert [a.headers["x-seq"] for a in answers[30:]] == [str(index) for index in range(200)]
+    # The parsed heads kept stay bounded, however many different heads a server sends.
+    assert len(_http._parsed_heads) <= _http._PARSED_HEADS_MAX
+
+
 def test_requests_after_an_announced_close_go_again_on_a_new_connection(
     serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
 ) -> None:

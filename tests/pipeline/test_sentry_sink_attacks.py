@@ -34,6 +34,7 @@ from sentry_sdk.envelope import Envelope
 
 from agent_trace._config import SentryDsn
 from agent_trace.pipeline.drops import DropCounter
+from agent_trace.pipeline.sinks import sentry_json
 from agent_trace.pipeline.sinks._http import HttpAnswer, HttpError
 from agent_trace.pipeline.sinks.sentry_envelope import SentryEnvelopeSink
 from tests.backends.otlp_recorder import OtlpHttpRecorder, closed_port
@@ -73,6 +74,14 @@ class Spans:
 @pytest.fixture
 def spans() -> Spans:
     return Spans()
+
+
+@pytest.fixture(autouse=True, params=["orjson", "standard library"])
+def json_encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every attack twice: transactions encoded by orjson where it can, and (as on PyPy,
+    where it has no wheel) each the careful way, with the standard library's encoder."""
+    if request.param == "standard library":
+        monkeypatch.setattr(sentry_json, "_orjson", None)
 
 
 def make_sink(port: int, drops: DropCounter, **kwargs: Any) -> SentryEnvelopeSink:

@@ -62,7 +62,8 @@ class _Stale(Exception):
 
 class HttpAnswer(NamedTuple):
     status: int
-    # Lower-case names; repeated headers joined with ", ".
+    # Lower-case names; repeated headers joined with ", ". Shared by answers with the same
+    # head: not to be changed.
     headers: dict[str, str]
 
 
@@ -460,7 +461,25 @@ def _read_head(
                 raise HttpError("the connection closed before the end of an answer")
             raise _Stale
         buffer += chunk
-    lines = buffer[:end].decode("latin-1").split("\r\n")
+    head = buffer[:end]
+    parsed = _parsed_heads.get(head)
+    if parsed is None:
+        parsed = _parse_head(head)
+        if len(_parsed_heads) >= _PARSED_HEADS_MAX:
+            _parsed_heads.clear()
+        _parsed_heads[head] = parsed
+    return parsed[0], parsed[1], parsed[2], buffer[end + 4 :]
+
+
+# Answers' heads as parsed, by their bytes: a server answers a run of requests with the same
+# head (a Date header changes it once a second), and parsing one costs more than its request.
+# The headers dicts are shared: answers are read, never changed.
+_parsed_heads: dict[bytes, tuple[int, str, dict[str, str]]] = {}
+_PARSED_HEADS_MAX = 64
+
+
+def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code = rest[:3]
     if (
@@ -482,7 +501,7 @@ def _read_head(
         key = name.strip().lower()
         value = value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return int(code), version, headers, buffer[end + 4 :]
+    return int(code), version, headers
 
 
 def _read_body(

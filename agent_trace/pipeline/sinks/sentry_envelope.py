@@ -7,33 +7,31 @@ request) is sent as a transaction of its own at the next flush or, the one idle 
 when the parking area is full: it keeps its `parent_span_id`, so Sentry still places it in
 the trace.
 
-A span is converted to the JSON of a Sentry span when it parks, and a transaction is written
-as JSON text around its children's: building dicts for `json.dumps` cost twice as much. The
-envelopes are posted by the sink itself on its export thread (`_http.HttpPoster`), a group at
-a time, pipelined on one kept-alive connection: sentry-sdk's transport made one urllib3
-request per envelope on a thread of its own, about 580 us of CPU each, more than the OTLP
-sink spends on a whole transaction's spans (see BENCHMARKS.md).
+A span is turned into the fields of a Sentry span when it parks, and a transaction is encoded
+in one call around them (`sentry_json`). The envelopes are posted by the sink itself on its
+export thread (`_http.HttpPoster`), a group at a time, pipelined on one kept-alive connection:
+sentry-sdk's transport made one urllib3 request per envelope on a thread of its own, about
+580 us of CPU each, more than the OTLP sink spends on a whole transaction's spans (see
+BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import gzip
 import ipaddress
-import json
 import logging
 import math
+import random
 import threading
 import time
 import urllib.parse
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
 
-from agent_trace._attributes import CONSTITUTION_HASH, CONVERSATION_ID, SENTRY_OP
 from agent_trace._config import SentryDsn
 from agent_trace._fork import reset_in_forked_child
 from agent_trace._log import warn_once
@@ -41,197 +39,31 @@ from agent_trace._version import __version__
 from agent_trace.pipeline.drops import SHUTDOWN_TIMEOUT, DropCounter
 from agent_trace.pipeline.sinks._http import HttpAnswer, HttpError, HttpPoster
 from agent_trace.pipeline.sinks._pacing import Pacer, pacer_for
+from agent_trace.pipeline.sinks.sentry_json import (
+    SDK,
+    encode,
+    encode_event,
+    encode_safe_event,
+    make_safe,
+    quote,
+    safe_data,
+    span_fields,
+    transaction_event,
+    utf8,
+)
 
-__all__ = ["SentryEnvelopeSink", "span_json", "transaction_json"]
+__all__ = ["SentryEnvelopeSink"]
 
 _log = logging.getLogger(__name__)
 
-_ORIGIN = "auto.agent_trace"
-_KIND_OPS = {
-    SpanKind.SERVER: "http.server",
-    SpanKind.CLIENT: "http.client",
-    SpanKind.PRODUCER: "queue.publish",
-    SpanKind.CONSUMER: "queue.process",
-}
+_SDK_JSON = encode(SDK)
 
-
-def _status(span: ReadableSpan, attrs: Mapping[str, Any]) -> str:
-    if span.status.status_code is StatusCode.ERROR:
-        return "internal_error"
-    if attrs.get("agent_trace.cancelled"):
-        return "cancelled"
-    return "ok"
-
-
-def _op(span: ReadableSpan, attrs: Mapping[str, Any]) -> str:
-    op = attrs.get(SENTRY_OP)
-    if isinstance(op, str) and op:
-        return op
-    return _KIND_OPS.get(span.kind, "default")
-
-
-def _data(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The attributes as a new dict of JSON-safe values."""
-    if attrs is None:
-        return {}
-    # The SDK hands out its attributes behind read-only mappings whose item-by-item access
-    # (and even `len()`) goes through Python code; their `copy()` is the underlying dict's,
-    # made in C.
-    copy = getattr(attrs, "copy", None)
-    data = copy() if copy is not None else None
-    if type(data) is not dict:
-        data = dict(attrs)
-    if not data:
-        return data
-    unsafe = None
-    for key, value in data.items():
-        kind = type(value)
-        # Texts, integers, booleans and finite floats are JSON as they are: almost every value.
-        if kind is str or kind is int or kind is bool or (kind is float and value - value == 0):
-            continue
-        # Arrays of texts (agents, participants): the encoder writes tuples as JSON arrays.
-        if kind is tuple and all(type(item) is str for item in value):
-            continue
-        if unsafe is None:
-            unsafe = []
-        unsafe.append(key)
-    if unsafe is not None:
-        for key in unsafe:
-            data[key] = _json_safe(data[key])
-    return data
-
-
-def _json_safe(value: Any, depth: int = 0) -> Any:
-    """An attribute value as JSON: the envelope is serialised with `allow_nan=False`, and one
-    bytes or NaN value set through the raw OpenTelemetry API would lose the whole transaction."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if depth > 8:
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v, depth + 1) for v in value]
-    if value is None or isinstance(value, (str, int, float)):
-        return value
-    # Anything else (a processor's own objects) as its text, as the OpenTelemetry SDK stores
-    # such a value; a text that cannot be had makes the span unserializable.
-    return str(value)
-
-
-# A JSON string literal for a text, in C. Not escaped to ASCII: a lone surrogate (which the
-# OpenTelemetry API lets through) would become a `\udXXX` escape that Sentry's JSON parser
-# refuses, losing the whole envelope; unescaped, `_utf8` replaces it.
-_quote = json.encoder.encode_basestring
-
-
-def _utf8(text: str) -> bytes:
-    """`text` as UTF-8, a lone surrogate replaced by U+FFFD (a pair split in two joined)."""
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        # Rare: the cost of the round trip is paid by the envelope that needs it.
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
-
-
-def _refuse(value: Any) -> Any:
-    raise TypeError(f"a {type(value).__name__} is not JSON")
-
-
-def _make_encode() -> Callable[[Any], str]:
-    """Compact JSON refusing NaN, without `JSONEncoder.encode`'s per-call set-up: the C
-    encoder is made once (no circular check: attribute values cannot refer to themselves)."""
-    fallback = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return fallback
-    encoder = make(None, _refuse, _quote, None, ":", ",", False, False, False)
-
-    def encode(value: Any) -> str:
-        if type(value) is not dict:
-            return fallback(value)
-        return "".join(encoder(value, 0))
-
-    return encode
-
-
-_encode = _make_encode()
-
-
-class _Parked(NamedTuple):
-    """A finished span converted to the JSON of a Sentry span, waiting for its transaction."""
-
-    span_id: int
-    json: str
-
-
-def _span_fields(span: ReadableSpan, data: Mapping[str, Any]) -> str:
-    """The fields a Sentry span and a transaction's trace context share, as JSON text."""
-    ctx = span.context
-    assert ctx is not None
-    parent = span.parent
-    parent_field = f'"parent_span_id":"{parent.span_id:016x}",' if parent is not None else ""
-    return (
-        f'"trace_id":"{ctx.trace_id:032x}","span_id":"{ctx.span_id:016x}",{parent_field}'
-        f'"op":{_quote(_op(span, data))},"status":"{_status(span, data)}",'
-        f'"origin":"{_ORIGIN}","data":{_encode(data)}'
-    )
-
-
-def span_json(span: ReadableSpan) -> str:
-    """A Sentry span for an OTel span, as JSON text (written directly: building dicts for
-    `json.dumps` cost twice as much, and this runs for every span)."""
-    data = _data(span.attributes)
-    start_ns = span.start_time or 0
-    end_ns = span.end_time or start_ns
-    return (
-        f'{{{_span_fields(span, data)},"description":{_quote(span.name)},'
-        f'"start_timestamp":{start_ns / 1e9!r},"timestamp":{end_ns / 1e9!r}}}'
-    )
-
-
-def transaction_json(
-    root: ReadableSpan,
-    children: Sequence[str],
-    *,
-    event_id: str,
-    environment: str | None,
-    release: str | None,
-    resource_json: str,
-    data: dict[str, Any] | None = None,
-) -> str:
-    """A transaction event for `root` with already converted descendant spans, as JSON text
-    (`data` in place of the root's attributes when given)."""
-    if data is None:
-        data = _data(root.attributes)
-    tags: dict[str, str] = {}
-    if isinstance(data.get(CONSTITUTION_HASH), str):
-        tags["constitutional_hash"] = data[CONSTITUTION_HASH]
-    if isinstance(data.get(CONVERSATION_ID), str):
-        tags["conversation_id"] = data[CONVERSATION_ID]
-    service = root.resource.attributes.get("service.name")
-    if service:
-        tags["service"] = str(service)
-    start_ns = root.start_time or 0
-    end_ns = root.end_time or start_ns
-    extra = ""
-    if environment:
-        extra += f',"environment":{_quote(environment)}'
-    if release:
-        extra += f',"release":{_quote(release)}'
-    return (
-        f'{{"type":"transaction","event_id":"{event_id}","platform":"python",'
-        f'"transaction":{_quote(root.name)},"transaction_info":{{"source":"custom"}},'
-        f'"start_timestamp":{start_ns / 1e9!r},"timestamp":{end_ns / 1e9!r},'
-        f'"contexts":{{"trace":{{{_span_fields(root, data)}}},'
-        f'"otel":{{"resource":{resource_json}}}}},'
-        f'"spans":[{",".join(children)}],"tags":{_encode(tags)},"sdk":{_SDK}{extra}}}'
-    )
-
-
-_SDK = _encode({"name": "agent-trace", "version": __version__})
+# A span's fields as `sentry_json.span_fields` makes them.
+_Fields = dict[str, Any]
+# A transaction ready to go: the fields of the span heading it, its resource, the fields of
+# the other spans in it, and whether the head is the transaction's own span (no local parent)
+# rather than the topmost of a subtree whose parent never came.
+_Ready = tuple[_Fields, Resource, list[_Fields], bool]
 
 
 # Why a transaction did not reach Sentry, as counted in `agent_trace.dropped_spans()`.
@@ -294,9 +126,11 @@ class SentryEnvelopeSink:
             },
         )
         self._max_parked = max_parked_spans
-        # parent span id -> converted spans of finished descendants waiting for that parent
-        self._parked: OrderedDict[int, list[_Parked]] = OrderedDict()
-        self._parked_roots: dict[int, ReadableSpan] = {}
+        # parent span id (hex) -> fields of finished descendants waiting for that parent; the
+        # first is the topmost, the head of the transaction sent if the parent never comes
+        self._parked: OrderedDict[str, list[_Fields]] = OrderedDict()
+        # parent span id -> the resource of that first span
+        self._parked_resources: dict[str, Resource] = {}
         self._parked_count = 0
         self._lock = threading.Lock()
         # Spans of transactions taken off the parking area and not yet answered by Sentry.
@@ -307,9 +141,13 @@ class SentryEnvelopeSink:
         self._closed = False
         self._lost = 0
         self._lost_at_last_flush = 0
-        self._resource_cache: tuple[object, str] | None = None
+        self._resource_cache: tuple[object, dict[str, Any]] | None = None
+        # Event ids from a generator of our own: `uuid4()` asks the kernel for each (2 us),
+        # and the `random` module's shared one may be seeded by the application.
+        self._ids = random.Random()
+        self._sent_at = (0, "")
         self._dsc_extra = "".join(
-            f',"{key}":{_quote(value)}'
+            f',"{key}":{quote(value)}'
             for key, value in (("environment", environment), ("release", release))
             if value
         )
@@ -322,13 +160,14 @@ class SentryEnvelopeSink:
         # the lock at the fork.
         self._lock = threading.Lock()
         self._parked = OrderedDict()
-        self._parked_roots = {}
+        self._parked_resources = {}
         self._parked_count = 0
         self._unanswered = 0
+        # A child's event ids must not repeat its parent's.
+        self._ids = random.Random()
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
-        ready: list[tuple[ReadableSpan, list[_Parked]]] = []
-        unserializable = 0
+        ready: list[_Ready] = []
         # Converting a batch is pure Python: a paced batch lets the application's threads in.
         pacer = pacer_for(spans)
         with self._lock:
@@ -338,75 +177,69 @@ class SentryEnvelopeSink:
                 self._drops.add(self.name, SHUTDOWN_TIMEOUT, len(spans))
                 return False
             parked = self._parked
-            parked_roots = self._parked_roots
+            resources = self._parked_resources
+            parked_count = self._parked_count
+            unanswered = unusable = 0
+            # Bound once: this loop runs for every span.
+            tick, take, find, touch = pacer.tick, parked.pop, parked.get, parked.move_to_end
             for span in spans:
-                pacer.tick()
-                ctx = span.context
-                assert ctx is not None
-                span_id = ctx.span_id
-                descendants = parked.pop(span_id, None)
-                if descendants is None:
-                    descendants = []
-                    top_child = None
-                else:
-                    top_child = parked_roots.pop(span_id)
-                    self._parked_count -= len(descendants)
-                parent = span.parent
-                if parent is None or parent.is_remote:
-                    ready.append((span, descendants))
-                    continue
-                top = span
+                tick()
                 try:
-                    converted: _Parked | None = _Parked(span_id, span_json(span))
-                except Exception as exc:  # a value's own __str__ may raise anything
-                    # One span the encoder refuses; its descendants still find their trace.
-                    unserializable += 1
+                    fields, parent_id = span_fields(span)
+                except Exception as exc:  # a span without a context, or one made by hand
+                    unusable += 1
                     self.last_error = f"a span could not be encoded: {exc}"
-                    converted = None
-                    # It cannot head a transaction either: its topmost finished child (parked
-                    # with the rest of its descendants) does, if the parent never comes.
-                    if top_child is None:
-                        continue
-                    top = top_child
-                parent_id = parent.span_id
-                bucket = parked.get(parent_id)
+                    continue
+                span_id = fields["span_id"]
+                descendants = take(span_id, None)
+                if descendants is not None:
+                    del resources[span_id]
+                    parked_count -= len(descendants)
+                if parent_id is None:
+                    children = descendants or []
+                    ready.append((fields, span.resource, children, True))
+                    unanswered += 1 + len(children)
+                    continue
+                bucket = find(parent_id)
                 if bucket is None:
-                    bucket = parked[parent_id] = []
-                    # The topmost finished span of the bucket, in case the parent never comes.
-                    parked_roots[parent_id] = top
+                    bucket = parked[parent_id] = [fields]
+                    resources[parent_id] = span.resource
                 else:
                     # Overflow evicts the bucket idle longest, not the oldest: a long session
                     # whose turns keep finishing stays parked while crashed agents' leftovers
                     # go first.
-                    parked.move_to_end(parent_id)
-                if converted is not None:
-                    bucket.append(converted)
-                bucket.extend(descendants)
-                self._parked_count += (converted is not None) + len(descendants)
+                    touch(parent_id)
+                    bucket.append(fields)
+                parked_count += 1
+                if descendants:
+                    bucket += descendants
+                    parked_count += len(descendants)
+            self._unanswered += unanswered
+            self._parked_count = parked_count
             while self._parked_count > self._max_parked and self._parked:
                 ready.append(self._unpark_oldest())
-            self._unanswered += sum(1 + len(children) for _, children in ready)
-            if unserializable:
+            if unusable:
                 self._lost += 1
-        if unserializable:
-            self._drops.add(self.name, UNSERIALIZABLE, unserializable)
-        return self._send(ready, pacer) and not unserializable
+        if unusable:
+            self._drops.add(self.name, UNSERIALIZABLE, unusable)
+        return self._send(ready, pacer) and not unusable
 
-    def _unpark_oldest(self) -> tuple[ReadableSpan, list[_Parked]]:
+    def _unpark_oldest(self) -> _Ready:
+        """The bucket idle longest, as a transaction headed by its topmost span (the lock held)."""
         parent_id, bucket = self._parked.popitem(last=False)
+        resource = self._parked_resources.pop(parent_id)
         self._parked_count -= len(bucket)
-        top = self._parked_roots.pop(parent_id)
-        top_id = top.context.span_id if top.context else None
-        return top, [parked for parked in bucket if parked.span_id != top_id]
+        self._unanswered += len(bucket)
+        return bucket[0], resource, bucket[1:], False
 
-    def _send(self, ready: Sequence[tuple[ReadableSpan, list[_Parked]]], pacer: Pacer) -> bool:
+    def _send(self, ready: Sequence[_Ready], pacer: Pacer) -> bool:
         lost_before = self._lost
         unreachable = False
         # Envelopes ready to go, (spans in it, body): posted together, pipelined when the
         # poster can (one write and one wake-up for many requests).
         group: list[tuple[int, bytes]] = []
         group_bytes = 0
-        for root, children in ready:
+        for head, resource, children, own in ready:
             pacer.tick()
             spans = 1 + len(children)
             if unreachable:
@@ -418,20 +251,19 @@ class SentryEnvelopeSink:
                 self._settle(spans, RATE_LIMITED)
                 continue
             try:
-                body = self._envelope(root, children)
-            except Exception as exc:  # a value's own __str__ may raise anything
+                body = self._envelope(head, resource, children)
+                lost = 0
+                if body is None:
+                    # A value orjson does not take as it is: span by span, the careful way.
+                    body, lost = self._careful_envelope(head, resource, children, own)
+            except Exception as exc:  # a resource's value, a span name that is not text
                 self.last_error = f"a transaction could not be encoded: {exc}"
-                try:
-                    # The root's attributes are what failed (its children are encoded
-                    # already): it is lost, its children still go, in its frame.
-                    if not children:
-                        raise
-                    body = self._envelope(root, children, bare=True)
-                except Exception:
-                    self._settle(spans, UNSERIALIZABLE)
-                    continue
-                self._settle(1, UNSERIALIZABLE)
-                spans -= 1
+                body, lost = None, spans
+            if lost:
+                self._settle(lost, UNSERIALIZABLE)
+                spans -= lost
+            if body is None:
+                continue
             group.append((spans, body))
             group_bytes += len(body)
             # While Sentry does not answer, one envelope goes first as a probe: the batch's
@@ -488,45 +320,87 @@ class SentryEnvelopeSink:
             self._limited_until = max(self._limited_until, time.monotonic() + limit_s)
 
     def _envelope(
-        self, root: ReadableSpan, children: Sequence[_Parked], *, bare: bool = False
-    ) -> bytes:
-        event_id = uuid.uuid4().hex
-        payload_text = transaction_json(
-            root,
-            [child.json for child in children],
+        self, head: _Fields, resource: Resource, children: list[_Fields], *, safe: bool = False
+    ) -> bytes | None:
+        """The envelope of a transaction; None when it must go the careful way (`safe`: its
+        spans were made safe, and it goes that way)."""
+        event_id = f"{self._ids.getrandbits(128):032x}"
+        event = transaction_event(
+            head,
+            children,
             event_id=event_id,
+            resource=self._resource_data(resource),
             environment=self._environment,
             release=self._release,
-            resource_json=self._resource_json(root),
-            data={} if bare else None,
         )
-        payload = _utf8(payload_text)
-        ctx = root.context
-        assert ctx is not None
+        payload = encode_safe_event(event) if safe else encode_event(event)
+        if payload is None:
+            return None
         # The trace's dynamic sampling context, as Sentry's SDKs put it in the header.
         dsc = (
-            f'{{"trace_id":"{ctx.trace_id:032x}","public_key":{_quote(self._dsn.public_key)},'
-            f'"sampled":"true","transaction":{_quote(root.name)}{self._dsc_extra}}}'
+            f'{{"trace_id":"{head["trace_id"]}","public_key":{quote(self._dsn.public_key)},'
+            f'"sampled":"true","transaction":{quote(head["description"])}{self._dsc_extra}}}'
         )
-        sent_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        header = f'{{"event_id":"{event_id}","sent_at":"{sent_at}","sdk":{_SDK},"trace":{dsc}}}'
+        header = (
+            f'{{"event_id":"{event_id}","sent_at":"{self._sent_at_text()}","sdk":{_SDK_JSON},'
+            f'"trace":{dsc}}}'
+        )
         item = f'{{"type":"transaction","content_type":"application/json","length":{len(payload)}}}'
-        body = _utf8(f"{header}\n{item}\n") + payload
+        body = utf8(f"{header}\n{item}\n") + payload
         return gzip.compress(body, 1) if self._compress else body
 
-    def _resource_json(self, span: ReadableSpan) -> str:
-        # Every span of a provider shares its resource: encoded once.
-        resource = span.resource
+    def _careful_envelope(
+        self, head: _Fields, resource: Resource, children: list[_Fields], own: bool
+    ) -> tuple[bytes | None, int]:
+        """The envelope with every span's attributes made safe, and how many spans it lost:
+        those whose attributes cannot be had as text. The transaction's own span is kept
+        without its attributes, as the frame its children hang in; the topmost span of a
+        subtree whose parent never came is lost, and the next heads the transaction."""
+        kept = []
+        for fields in children:
+            try:
+                make_safe(fields)
+            except Exception as exc:  # a value's own __str__ may raise anything
+                self.last_error = f"a span could not be encoded: {exc}"
+                continue
+            kept.append(fields)
+        lost = len(children) - len(kept)
+        try:
+            make_safe(head)
+        except Exception as exc:
+            self.last_error = f"a span could not be encoded: {exc}"
+            lost += 1
+            if not kept:
+                return None, lost
+            if own:
+                head = {**head, "data": {}}
+            else:
+                head, kept = kept[0], kept[1:]
+        return self._envelope(head, resource, kept, safe=True), lost
+
+    def _sent_at_text(self) -> str:
+        # Formatted once a second: the export and flush threads may both be here, and each
+        # replaces the pair whole.
+        second = int(time.time())
+        cached = self._sent_at
+        if cached[0] != second:
+            cached = self._sent_at = (
+                second,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)),
+            )
+        return cached[1]
+
+    def _resource_data(self, resource: Resource) -> dict[str, Any]:
+        # Every span of a provider shares its resource: made safe once.
         cached = self._resource_cache
         if cached is None or cached[0] is not resource:
-            cached = self._resource_cache = (resource, _encode(_data(resource.attributes)))
+            cached = self._resource_cache = (resource, safe_data(resource.attributes))
         return cached[1]
 
     def flush(self, timeout_s: float) -> bool:
         # A flush delivers everything finished, so subtrees still waiting for a parent go now.
         with self._lock:
             ready = [self._unpark_oldest() for _ in range(len(self._parked))]
-            self._unanswered += sum(1 + len(children) for _, children in ready)
         self._send(ready, Pacer())
         delivered = self._lost == self._lost_at_last_flush
         self._lost_at_last_flush = self._lost
@@ -538,7 +412,7 @@ class SentryEnvelopeSink:
             left = self._unanswered + self._parked_count
             self._unanswered = 0
             self._parked.clear()
-            self._parked_roots.clear()
+            self._parked_resources.clear()
             self._parked_count = 0
         # A post still waiting for Sentry fails now instead of at its timeout.
         self._poster.close()
