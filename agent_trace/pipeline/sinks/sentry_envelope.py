@@ -281,6 +281,8 @@ class SentryEnvelopeSink:
         """Post the envelopes and settle each by Sentry's answer; False if one got none."""
         answers: list[HttpAnswer | HttpError] = self._poster.post_many([body for _, body in group])
         answered = True
+        # Delivered spans are settled together: one turn of the lock for the group.
+        delivered = 0
         for (spans, _), answer in zip(group, answers, strict=True):
             if isinstance(answer, HttpError):
                 answered = False
@@ -291,7 +293,7 @@ class SentryEnvelopeSink:
             status = answer.status
             if 200 <= status < 300:
                 self.transactions_sent += 1
-                self._settle(spans, None)
+                delivered += spans
                 continue
             self.last_error = f"Sentry answered HTTP {status}"
             if status == 429:
@@ -300,6 +302,8 @@ class SentryEnvelopeSink:
                 self._settle(spans, SERVER_ERROR)
             else:
                 self._settle(spans, REJECTED)
+        if delivered:
+            self._settle(delivered, None)
         self._unreachable = not answered
         return answered
 

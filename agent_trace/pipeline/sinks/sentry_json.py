@@ -156,6 +156,7 @@ def _hex(number: int, size: int) -> str:
 
 # The last trace id converted: the spans of a batch come a trace at a time. Replaced whole.
 _last_trace: tuple[int, str] = (-1, "")
+_ERROR = StatusCode.ERROR
 
 
 def span_fields(span: ReadableSpan) -> tuple[dict[str, Any], str | None]:
@@ -171,7 +172,11 @@ def span_fields(span: ReadableSpan) -> tuple[dict[str, Any], str | None]:
         code = span._status._status_code
         start = span._start_time or 0
         end = span._end_time or start
-        data = _plain(span._attributes)
+        stored: Any = span._attributes
+        if type(stored) is BoundedAttributes and _PLAIN_ATTRIBUTES:
+            data: dict[str, Any] = stored._dict
+        else:
+            data = _plain(stored)
     else:
         ctx = span.context
         parent = span.parent
@@ -190,7 +195,7 @@ def span_fields(span: ReadableSpan) -> tuple[dict[str, Any], str | None]:
     op = data.get(SENTRY_OP)
     if type(op) is not str or not op:
         op = _KIND_OPS.get(kind, "default")
-    if code is StatusCode.ERROR:
+    if code is _ERROR:
         status = "internal_error"
     elif data.get("agent_trace.cancelled"):
         status = "cancelled"
