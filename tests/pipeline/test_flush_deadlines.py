@@ -359,8 +359,14 @@ def test_an_unreachable_otlp_sink_is_logged_once(caplog: pytest.LogCaptureFixtur
 def test_flush_keeps_its_deadline_when_only_the_metrics_export_hangs(
     otlp_http_recorder: OtlpHttpRecorder,
 ) -> None:
+    # A short export timeout: the SDK's metrics exporter, left waiting on the hung recorder
+    # after shutdown, would otherwise retry for 10 s in a thread of its own, drawing its
+    # backoff from the global `random` under the next tests (hypothesis notices).
     with capture_spans(
-        otlp_endpoint=otlp_http_recorder.traces_url, otlp_protocol="http", otlp_metrics=True
+        otlp_endpoint=otlp_http_recorder.traces_url,
+        otlp_protocol="http",
+        otlp_metrics=True,
+        export_timeout_s=1.0,
     ):
         with agent_trace.session("review"):
             pass
