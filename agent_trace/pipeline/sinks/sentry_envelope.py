@@ -289,8 +289,10 @@ class SentryEnvelopeSink:
                 self.last_error = str(answer)
                 self._settle(spans, NETWORK_ERROR)
                 continue
-            self._note_rate_limits(answer)
             status = answer.status
+            # Most answers are a 200 without limits: checked before the parsing call.
+            if status == 429 or "x-sentry-rate-limits" in answer.headers:
+                self._note_rate_limits(answer)
             if 200 <= status < 300:
                 self.transactions_sent += 1
                 delivered += spans
