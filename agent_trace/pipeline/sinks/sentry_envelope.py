@@ -186,6 +186,10 @@ class SentryEnvelopeSink:
                 tick()
                 try:
                     fields, parent_id = span_fields(span)
+                    # Read here: a span class of a processor's own may raise for it, and this
+                    # loop must not end part-way (what it took from the parking area would be
+                    # lost uncounted).
+                    resource = span.resource
                 except Exception as exc:  # a span without a context, or one made by hand
                     unusable += 1
                     self.last_error = f"a span could not be encoded: {exc}"
@@ -197,13 +201,13 @@ class SentryEnvelopeSink:
                     parked_count -= len(descendants)
                 if parent_id is None:
                     children = descendants or []
-                    ready.append((fields, span.resource, children, True))
+                    ready.append((fields, resource, children, True))
                     unanswered += 1 + len(children)
                     continue
                 bucket = find(parent_id)
                 if bucket is None:
                     bucket = parked[parent_id] = [fields]
-                    resources[parent_id] = span.resource
+                    resources[parent_id] = resource
                 else:
                     # Overflow evicts the bucket idle longest, not the oldest: a long session
                     # whose turns keep finishing stays parked while crashed agents' leftovers
@@ -400,7 +404,7 @@ class SentryEnvelopeSink:
         # Every span of a provider shares its resource: made safe once.
         cached = self._resource_cache
         if cached is None or cached[0] is not resource:
-            cached = self._resource_cache = (resource, safe_data(resource.attributes))
+            cached = self._resource_cache = (resource, _safe_resource(resource))
         return cached[1]
 
     def flush(self, timeout_s: float) -> bool:
@@ -440,6 +444,26 @@ class SentryEnvelopeSink:
     def held(self) -> int:
         """Spans parked or waiting for Sentry's answer."""
         return self._parked_count + self._unanswered
+
+
+def _safe_resource(resource: Resource | None) -> dict[str, Any]:
+    """The resource's attributes as `safe_data` makes them, without those that cannot be had
+    as text: one hostile value in a provider's resource would lose every transaction."""
+    attributes: Any = getattr(resource, "attributes", None)
+    try:
+        return safe_data(attributes)
+    except Exception:  # a value's own __str__ may raise anything: the others are kept
+        data: dict[str, Any] = {}
+    try:
+        items = list(attributes.items())
+    except Exception:
+        return data
+    for key, value in items:
+        try:
+            data.update(safe_data({key: value}))
+        except Exception:
+            continue
+    return data
 
 
 def _is_loopback(host: str) -> bool:
