@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from agent_trace._config import SentryDsn
 from agent_trace.pipeline.drops import DropCounter
@@ -843,3 +844,85 @@ def scripted() -> Iterator[list[ScriptedSentry]]:
     yield servers
     for server in servers:
         server.stop()
+
+
+# -- ids and times the SDK would not make ----------------------------------------------------
+
+
+def remade(span: ReadableSpan, **changes: Any) -> ReadableSpan:
+    fields: dict[str, Any] = {
+        "name": span.name,
+        "context": span.context,
+        "parent": span.parent,
+        "resource": span.resource,
+        "attributes": span.attributes,
+        "start_time": span.start_time,
+        "end_time": span.end_time,
+    }
+    fields.update(changes)
+    return ReadableSpan(**fields)
+
+
+def with_span_id(span: ReadableSpan, span_id: int) -> ReadableSpan:
+    assert span.context is not None
+    context = SpanContext(span.context.trace_id, span_id, False, TraceFlags(TraceFlags.SAMPLED))
+    return remade(span, context=context)
+
+
+@pytest.mark.parametrize(
+    "remake",
+    [
+        lambda span: remade(span, start_time=math.nan),
+        lambda span: remade(span, end_time=math.inf),
+        lambda span: with_span_id(span, 0),
+        lambda span: with_span_id(span, 2**64 + 5),
+        lambda span: with_span_id(span, -5),
+    ],
+    ids=["nan start", "infinite end", "zero span id", "span id beyond 64 bits", "negative id"],
+)
+def test_a_span_with_an_id_or_time_sentry_refuses_loses_only_itself_and_is_counted(
+    remake: Any, spans: Spans
+) -> None:
+    # Relay drops a whole transaction with one span without a valid id ("span is missing
+    # span_id") after Sentry answered 200: uncounted. A NaN time lost the transaction too.
+    drops, poster = DropCounter(), FakePoster()
+    sink = fake_sink(drops, poster)
+    with spans.tracer.start_as_current_span("session"):
+        for index in range(2):
+            with spans.tracer.start_as_current_span(f"turn {index}"):
+                pass
+    bad_turn, good_turn, session = spans.take()
+
+    sink.export([remake(bad_turn), good_turn, session])
+
+    assert sorted(sent_span_ids(events_of(poster.bodies))) == sorted(
+        hex_id(s) for s in (good_turn, session)
+    )
+    assert total(drops) == {"unserializable": 1}
+
+
+def under(span: ReadableSpan, parent: ReadableSpan) -> ReadableSpan:
+    """`span` with `parent` as its local parent, whatever the two really are."""
+    assert parent.context is not None
+    context = parent.context
+    return remade(
+        span, parent=SpanContext(context.trace_id, context.span_id, False, context.trace_flags)
+    )
+
+
+def test_spans_that_are_their_own_ancestors_are_each_sent_once_at_the_flush(
+    spans: Spans,
+) -> None:
+    drops, poster = DropCounter(), FakePoster()
+    sink = fake_sink(drops, poster)
+    first, second, third = spans.sessions(3, children=0)
+    # first under second, second under first, third under itself: none ever closes.
+    batch = [under(first, second), under(second, first), under(third, third)]
+
+    assert sink.export(batch) is True
+    assert sink.flush(1.0) is True
+
+    sent = sent_span_ids(events_of(poster.bodies))
+    assert sorted(sent) == sorted(hex_id(s) for s in (first, second, third))
+    assert total(drops) == {}
+    assert sink.held == 0

@@ -153,12 +153,15 @@ def _plain(stored: Any) -> dict[str, Any]:
 
 
 def _hex(number: int, size: int) -> str:
-    """An id as lower-case hex, `size` bytes (an id out of range, which the SDK never makes,
-    as all its digits)."""
+    """An id as lower-case hex, `size` bytes; ValueError for zero (the invalid id) or one out
+    of range, which the SDK never makes: Sentry drops a whole transaction with one such id in
+    it, uncounted."""
     try:
-        return number.to_bytes(size, "big").hex()
+        if number:
+            return number.to_bytes(size, "big").hex()
     except (OverflowError, AttributeError):
-        return f"{number:0{size * 2}x}"
+        pass
+    raise ValueError("an id that is zero or out of range")
 
 
 # The last trace id converted: the spans of a batch come a trace at a time. Replaced whole.
@@ -231,8 +234,11 @@ def span_fields(span: ReadableSpan) -> tuple[dict[str, Any], str | None]:
 
 def make_safe(fields: dict[str, Any]) -> None:
     """Replace the span's attributes by a copy JSON carries as it is (bytes as text, NaN as
-    "NaN"); raises when a value cannot be had as text."""
+    "NaN"); raises when a value cannot be had as text, or a time is not a finite number (a
+    span class of a processor's own), which would lose the whole transaction."""
     fields["data"] = safe_data(fields["data"])
+    if not (math.isfinite(fields["start_timestamp"]) and math.isfinite(fields["timestamp"])):
+        raise ValueError("a span's start or end is not a finite time")
 
 
 def transaction_event(
