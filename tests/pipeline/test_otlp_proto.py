@@ -30,7 +30,7 @@ from agent_trace.pipeline.sinks import otlp_proto
 from agent_trace.pipeline.sinks._pacing import PacedBatch
 from agent_trace.pipeline.sinks.otlp import OtlpSink
 from agent_trace.pipeline.sinks.otlp_proto import encode_request
-from tests.backends.otlp_recorder import OtlpGrpcRecorder
+from tests.backends.otlp_recorder import OtlpGrpcRecorder, OtlpHttpRecorder
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 RESOURCE = Resource({"service.name": "checkout", "service.instance.id": "a1"})
@@ -566,3 +566,74 @@ def test_a_grpc_export_falls_back_to_the_stock_encoder(
     received = export_through_sink(otlp_grpc_recorder, BATCH)
 
     assert received == encode_spans(BATCH)
+
+
+# --- Through the HTTP/protobuf sink ------------------------------------------------------------
+
+
+def export_over_http(recorder: OtlpHttpRecorder, batch: Sequence[ReadableSpan]) -> list[Any]:
+    sink = OtlpSink("otlp", recorder.traces_url, protocol="http", headers={}, timeout_s=5.0)
+    try:
+        assert sink.export(batch)
+    finally:
+        sink.shutdown()
+    return recorder.requests
+
+
+@pytest.mark.integration
+def test_an_http_export_delivers_the_stock_request_encoded_by_ours(
+    otlp_http_recorder: OtlpHttpRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded: list[bytes] = []
+
+    def spy(spans: Sequence[ReadableSpan]) -> bytes:
+        encoded.append(encode_request(spans))
+        return encoded[-1]
+
+    monkeypatch.setattr(otlp_proto, "encode_request", spy)
+
+    [request] = export_over_http(otlp_http_recorder, PacedBatch(BATCH))
+
+    assert request.decoded == encode_spans(BATCH)
+    assert encoded == [request.content]
+
+
+@pytest.mark.integration
+def test_an_http_export_keeps_the_exporters_compression(
+    otlp_http_recorder: OtlpHttpRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")
+
+    [request] = export_over_http(otlp_http_recorder, BATCH)
+
+    assert request.header("Content-Encoding") == "gzip"
+    assert request.decoded == encode_spans(BATCH)
+
+
+@pytest.mark.integration
+def test_an_http_export_falls_back_to_the_stock_encoder(
+    otlp_http_recorder: OtlpHttpRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(spans: Sequence[ReadableSpan]) -> bytes:
+        raise ValueError("a value our encoder does not take")
+
+    monkeypatch.setattr(otlp_proto, "encode_request", refuse)
+
+    [request] = export_over_http(otlp_http_recorder, BATCH)
+
+    assert request.decoded == encode_spans(BATCH)
+
+
+@pytest.mark.integration
+def test_an_http_export_the_receiver_refuses_is_a_failure(
+    otlp_http_recorder: OtlpHttpRecorder,
+) -> None:
+    otlp_http_recorder.fail(400, "bad request")
+    sink = OtlpSink(
+        "otlp", otlp_http_recorder.traces_url, protocol="http", headers={}, timeout_s=5.0
+    )
+    try:
+        assert sink.export(BATCH) is False
+    finally:
+        sink.shutdown()
+    assert len(otlp_http_recorder.requests) == 1

@@ -80,6 +80,49 @@ def _grpc_exporter_class() -> Callable[..., SpanExporter]:
     return FastGrpcExporter
 
 
+@cache
+def _http_exporter_class() -> Callable[..., SpanExporter]:
+    """The HTTP/protobuf exporter with our encoder, built on first use of HTTP.
+
+    The stock exporter encodes inside `export` itself, so the override does what it does with
+    our bytes: the same size limit, its own client (compression, retries, timeout) and its
+    export metrics. A version of the exporter without those parts exports the stock way.
+    """
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from agent_trace.pipeline.sinks import otlp_proto
+
+    class FastHttpExporter(OTLPSpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            client: Any = getattr(self, "_client", None)
+            metrics: Any = getattr(self, "_metrics", None)
+            limit: Any = getattr(self, "_max_request_size", None)
+            if getattr(self, "_shutdown", True) or None in (client, metrics, limit):
+                return super().export(spans)
+            try:
+                data = otlp_proto.encode_request(spans)
+            except Exception:
+                _logger.debug(
+                    "our encoder refused a batch of %d spans; the stock one sends it",
+                    len(spans),
+                    exc_info=True,
+                )
+                return super().export(spans)
+            if limit > 0 and len(data) > limit:
+                # Refused by the stock path, with its warning.
+                return super().export(spans)
+            with metrics.export_operation(len(spans)) as result:
+                outcome = client.export(data)
+                if not outcome.success:
+                    result.error = outcome.error
+                    if outcome.status_code is not None:
+                        result.error_attrs = {"http.response.status_code": outcome.status_code}
+                    return SpanExportResult.FAILURE
+            return SpanExportResult.SUCCESS
+
+    return FastHttpExporter
+
+
 class OtlpSink:
     """Wraps one of the OpenTelemetry OTLP span exporters."""
 
@@ -116,12 +159,7 @@ class OtlpSink:
             return _grpc_exporter_class()(
                 endpoint=endpoint, insecure=insecure, headers=headers, timeout=timeout_s
             )
-        # The HTTP exporter encodes inside export() itself, with no method to override.
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpExporter,
-        )
-
-        return HttpExporter(endpoint=endpoint, headers=headers, timeout=timeout_s)
+        return _http_exporter_class()(endpoint=endpoint, headers=headers, timeout=timeout_s)
 
     def _after_fork(self) -> None:
         # A forked child must not write into the parent's keep-alive connections (their
