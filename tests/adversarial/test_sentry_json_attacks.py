@@ -926,3 +926,27 @@ def test_spans_that_are_their_own_ancestors_are_each_sent_once_at_the_flush(
     assert sorted(sent) == sorted(hex_id(s) for s in (first, second, third))
     assert total(drops) == {}
     assert sink.held == 0
+
+
+@pytest.mark.parametrize("which", ["turn", "session"])
+def test_a_span_ended_before_it_started_is_sent_lasting_no_time(
+    which: str, spans: Spans, otlp_http_recorder: OtlpHttpRecorder
+) -> None:
+    # `end(end_time=...)` takes any time: Relay dropped the whole transaction of a span that
+    # ends before it starts, after Sentry had answered 200.
+    drops = DropCounter()
+    sink = make_sink(otlp_http_recorder.port, drops)
+    start = 1_700_000_000 * 10**9
+    session = spans.tracer.start_span("session", start_time=start)
+    with otel_trace.use_span(session):
+        turn = spans.tracer.start_span("turn", start_time=start + 10**6)
+    # The turn ends first, as children do; one of the two ends a second before the session began.
+    turn.end(end_time=start - 10**9 if which == "turn" else start + 10**9)
+    session.end(end_time=start - 10**9 if which == "session" else start + 2 * 10**9)
+
+    assert sink.export(spans.take()) is True
+
+    [event] = events_of([request.content for request in otlp_http_recorder.requests])
+    timed = event if which == "session" else event["spans"][0]
+    assert timed["timestamp"] == timed["start_timestamp"]
+    assert total(drops) == {}

@@ -198,6 +198,10 @@ def span_fields(span: ReadableSpan) -> tuple[dict[str, Any], str | None]:
         data = _plain(span.attributes)
     if ctx is None:
         raise ValueError("a span without a context cannot be sent")
+    if end < start:
+        # An end given to `end()` or a clock stepped back: Relay drops a whole transaction with
+        # one span that ends before it starts (after Sentry answered 200). It lasts no time.
+        end = start
     if type(name) is not str:
         # The SDK takes any name: Sentry reads a description, and the transaction's name in the
         # envelope's header, only as text.
