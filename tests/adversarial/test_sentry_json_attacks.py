@@ -950,3 +950,16 @@ def test_a_span_ended_before_it_started_is_sent_lasting_no_time(
     timed = event if which == "session" else event["spans"][0]
     assert timed["timestamp"] == timed["start_timestamp"]
     assert total(drops) == {}
+
+
+def test_a_root_without_a_finite_end_loses_only_itself_and_its_children_are_sent(
+    spans: Spans,
+) -> None:
+    drops, poster = DropCounter(), FakePoster()
+    sink = fake_sink(drops, poster)
+    turn, session = spans.sessions(1)
+
+    sink.export([turn, remade(session, end_time=math.nan)])
+
+    assert sent_span_ids(events_of(poster.bodies)) == [hex_id(turn)]
+    assert total(drops) == {"unserializable": 1}

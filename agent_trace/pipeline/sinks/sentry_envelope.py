@@ -364,8 +364,9 @@ class SentryEnvelopeSink:
     ) -> tuple[bytes | None, int]:
         """The envelope with every span's attributes made safe, and how many spans it lost:
         those whose attributes cannot be had as text. The transaction's own span is kept
-        without its attributes, as the frame its children hang in; the topmost span of a
-        subtree whose parent never came is lost, and the next heads the transaction."""
+        without its attributes, as the frame its children hang in (when it has finite times);
+        the topmost span of a subtree whose parent never came is lost, and the next heads the
+        transaction."""
         kept = []
         for fields in children:
             try:
@@ -382,9 +383,10 @@ class SentryEnvelopeSink:
             lost += 1
             if not kept:
                 return None, lost
-            if own:
+            if own and math.isfinite(head["start_timestamp"]) and math.isfinite(head["timestamp"]):
                 head = {**head, "data": {}}
             else:
+                # Not a frame a transaction can have (no times): the next span heads it.
                 head, kept = kept[0], kept[1:]
         return self._envelope(head, resource, kept, safe=True), lost
 
