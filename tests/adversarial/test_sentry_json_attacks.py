@@ -963,3 +963,75 @@ def test_a_root_without_a_finite_end_loses_only_itself_and_its_children_are_sent
 
     assert sent_span_ids(events_of(poster.bodies)) == [hex_id(turn)]
     assert total(drops) == {"unserializable": 1}
+
+
+SPAN_FAULTS = ["none", "value", "nan end", "zero id", "no resource", "no context"]
+
+
+def spoiled(span: ReadableSpan, fault: str, value: Any) -> ReadableSpan:
+    """`span` as a buggy processor might hand it on, spoiled by `fault`."""
+    if fault == "value":
+        return with_attributes(span, {"v": value, "plain": "text"})
+    if fault == "nan end":
+        return remade(span, end_time=math.nan)
+    if fault == "zero id":
+        return with_span_id(span, 0)
+    if fault == "no resource":
+        return rebuilt(span, NoResource)
+    if fault == "no context":
+        return rebuilt(span, NoContext)
+    return span
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_every_span_of_any_tree_in_any_batches_is_sent_once_or_counted_once(
+    data: st.DataObject,
+) -> None:
+    spans = Spans()
+    size = data.draw(st.integers(1, 9), label="spans")
+    # Each span's parent: an earlier span, or none (a root).
+    parents = [data.draw(st.sampled_from([None, *range(index)])) for index in range(size)]
+    started = []
+    for index, parent in enumerate(parents):
+        context = None if parent is None else otel_trace.set_span_in_context(started[parent])
+        started.append(spans.tracer.start_span(f"span {index}", context=context))
+    for index in data.draw(st.permutations(range(size)), label="end order"):
+        started[index].end()
+    finished = spans.take()
+    faults = data.draw(st.lists(st.sampled_from(SPAN_FAULTS), min_size=size, max_size=size))
+    values = data.draw(st.lists(st.sampled_from(HOSTILE_VALUES), min_size=size, max_size=size))
+    batch = [
+        spoiled(span, fault, value)
+        for span, fault, value in zip(finished, faults, values, strict=True)
+    ]
+    cuts = sorted(data.draw(st.lists(st.integers(0, size), max_size=3), label="cuts"))
+    drops, poster = DropCounter(), FakePoster()
+    sink = fake_sink(drops, poster, max_parked_spans=data.draw(st.integers(0, 4)))
+
+    for start, end in zip([0, *cuts], [*cuts, size], strict=True):
+        sink.export(batch[start:end])
+    sink.flush(1.0)
+    sink.shutdown()
+
+    events = events_of(poster.bodies)
+    sent = sent_span_ids(events)
+    assert len(sent) == len(set(sent))
+    # A transaction's own span whose attributes have no text goes as a bare frame, and is
+    # counted as lost with them.
+    unprintable = {
+        hex_id(span)
+        for span, fault, value in zip(finished, faults, values, strict=True)
+        if fault == "value" and isinstance(value, Unprintable)
+    }
+    frames = [span_id for span_id in sent if span_id in unprintable]
+    sent_data = data_by_span(events)
+    assert all(sent_data[span_id] == {} for span_id in frames)
+    counted = total(drops)
+    assert set(counted) <= {"unserializable"}
+    assert len(sent) - len(frames) + sum(counted.values()) == size
+    assert sink.held == 0
