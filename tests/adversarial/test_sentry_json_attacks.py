@@ -414,12 +414,27 @@ class HostileResource(Resource):
         return {"service.name": "svc", "bad": Unprintable(), "nan": math.nan, 7: "seven"}
 
 
+class RaisingResource(Resource):
+    """A resource class of a processor's own that cannot give its attributes."""
+
+    @property
+    def attributes(self) -> Any:
+        raise RuntimeError("no attributes")
+
+
+@pytest.mark.parametrize(
+    ("resource", "sent"),
+    [
+        (HostileResource({}), {"service.name": "svc", "nan": "NaN", "7": "seven"}),
+        (RaisingResource({}), {}),
+    ],
+    ids=["hostile values", "raising attributes"],
+)
 def test_a_resource_value_without_text_loses_only_that_value(
-    spans: Spans, otlp_http_recorder: OtlpHttpRecorder
+    resource: Resource, sent: dict[str, Any], spans: Spans, otlp_http_recorder: OtlpHttpRecorder
 ) -> None:
     drops = DropCounter()
     sink = make_sink(otlp_http_recorder.port, drops)
-    resource = HostileResource({})
     batch = [
         ReadableSpan(
             name=span.name,
@@ -438,12 +453,8 @@ def test_a_resource_value_without_text_loses_only_that_value(
     events = events_of([request.content for request in otlp_http_recorder.requests])
     assert len(events) == 2
     for event in events:
-        assert event["contexts"]["otel"]["resource"] == {
-            "service.name": "svc",
-            "nan": "NaN",
-            "7": "seven",
-        }
-        assert event["tags"]["service"] == "svc"
+        assert event["contexts"]["otel"]["resource"] == sent
+        assert event["tags"].get("service") == sent.get("service.name")
     assert total(drops) == {}
 
 

@@ -451,11 +451,15 @@ class SentryEnvelopeSink:
 def _safe_resource(resource: Resource | None) -> dict[str, Any]:
     """The resource's attributes as `safe_data` makes them, without those that cannot be had
     as text: one hostile value in a provider's resource would lose every transaction."""
-    attributes: Any = getattr(resource, "attributes", None)
+    try:
+        attributes: Any = getattr(resource, "attributes", None)
+    except Exception:  # a resource class of a processor's own
+        return {}
     try:
         return safe_data(attributes)
     except Exception:  # a value's own __str__ may raise anything: the others are kept
-        data: dict[str, Any] = {}
+        pass
+    data: dict[str, Any] = {}
     try:
         items = list(attributes.items())
     except Exception:
