@@ -13,6 +13,7 @@ looks at bodies and not at the wire.
 from __future__ import annotations
 
 import collections
+import ctypes
 import dataclasses
 import datetime
 import enum
@@ -745,6 +746,39 @@ def test_a_forked_childs_event_ids_are_not_its_parents(spans: Spans) -> None:
 
     poster.bodies.clear()
     sink.export(spans.sessions(50, children=0))
+    parent_ids = event_ids(poster)
+    assert len(child_ids) == len(parent_ids) == 50
+    assert not set(child_ids) & set(parent_ids)
+
+
+def test_a_child_forked_without_pythons_fork_hooks_sends_ids_of_its_own(spans: Spans) -> None:
+    # C code may call fork() itself: none of the hooks that renew state in a forked child run.
+    fork = ctypes.CDLL(None, use_errno=True).fork
+    drops, poster = DropCounter(), FakePoster()
+    sink = fake_sink(drops, poster)
+    sink.export(spans.sessions(5, children=0))
+    batch = spans.sessions(50, children=0)
+    read_end, write_end = os.pipe()
+
+    pid = fork()
+    assert pid >= 0
+    if pid == 0:  # the child: no thread but this one, no lock held, a pipe and _exit
+        code = 1
+        try:
+            poster.bodies.clear()
+            sink.export(batch)
+            os.write(write_end, json.dumps(event_ids(poster)).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child_ids = json.loads(pipe.read())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+    poster.bodies.clear()
+    sink.export(batch)
     parent_ids = event_ids(poster)
     assert len(child_ids) == len(parent_ids) == 50
     assert not set(child_ids) & set(parent_ids)

@@ -828,6 +828,21 @@ def test_headers_longer_than_the_limit_are_an_error_without_waiting_for_their_en
     assert time.monotonic() - started < PROMPT_S
 
 
+@pytest.mark.parametrize("size", [70_000, 100_000, 126_000])
+def test_a_head_over_the_limit_that_ends_in_the_last_read_is_an_error(
+    serve: Callable[..., Server], make_poster: Callable[..., HttpPoster], size: int
+) -> None:
+    # The limit is checked before each read; a head whose end comes in the read that crossed
+    # it is measured once found.
+    head = b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * size + b"\r\nContent-Length: 0\r\n\r\n"
+    server = serve(answering(head))
+    poster = make_poster(server.url)
+
+    with pytest.raises(HttpError, match="too long"):
+        poster.post(b"body")
+    assert head[:-4] not in _http._parsed_heads
+
+
 def test_many_short_header_lines_within_the_limit_are_read(
     serve: Callable[..., Server], make_poster: Callable[..., HttpPoster]
 ) -> None:

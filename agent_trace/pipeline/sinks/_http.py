@@ -461,13 +461,18 @@ def _read_head(
                 raise HttpError("the connection closed before the end of an answer")
             raise _Stale
         buffer += chunk
+    if end > _MAX_HEAD:
+        # Checked before each read too, but a last read may have brought the rest of a head
+        # twice the limit.
+        raise HttpError("the answer's headers are too long")
     head = buffer[:end]
     parsed = _parsed_heads.get(head)
     if parsed is None:
         parsed = _parse_head(head)
-        if len(_parsed_heads) >= _PARSED_HEADS_MAX:
-            _parsed_heads.clear()
-        _parsed_heads[head] = parsed
+        if end <= _CACHED_HEAD_MAX:
+            if len(_parsed_heads) >= _PARSED_HEADS_MAX:
+                _parsed_heads.clear()
+            _parsed_heads[head] = parsed
     return parsed[0], parsed[1], parsed[2], buffer[end + 4 :]
 
 
@@ -476,6 +481,8 @@ def _read_head(
 # The headers dicts are shared: answers are read, never changed.
 _parsed_heads: dict[bytes, tuple[int, str, dict[str, str]]] = {}
 _PARSED_HEADS_MAX = 64
+# Heads longer than this (a few hundred bytes is usual) are parsed each time, not kept.
+_CACHED_HEAD_MAX = 2048
 
 
 def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:

@@ -21,6 +21,7 @@ import gzip
 import ipaddress
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -143,8 +144,11 @@ class SentryEnvelopeSink:
         self._lost_at_last_flush = 0
         self._resource_cache: tuple[object, dict[str, Any]] | None = None
         # Event ids from a generator of our own: `uuid4()` asks the kernel for each (2 us),
-        # and the `random` module's shared one may be seeded by the application.
+        # and the `random` module's shared one may be seeded by the application. A process
+        # forked without Python's fork hooks (by C code) must not repeat its parent's ids:
+        # the generator is renewed whenever the process id changes.
         self._ids = random.Random()
+        self._ids_pid = os.getpid()
         self._sent_at = (0, "")
         self._dsc_extra = "".join(
             f',"{key}":{quote(value)}'
@@ -163,8 +167,6 @@ class SentryEnvelopeSink:
         self._parked_resources = {}
         self._parked_count = 0
         self._unanswered = 0
-        # A child's event ids must not repeat its parent's.
-        self._ids = random.Random()
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
         ready: list[_Ready] = []
@@ -334,6 +336,9 @@ class SentryEnvelopeSink:
     ) -> bytes | None:
         """The envelope of a transaction; None when it must go the careful way (`safe`: its
         spans were made safe, and it goes that way)."""
+        pid = os.getpid()
+        if pid != self._ids_pid:
+            self._ids, self._ids_pid = random.Random(), pid
         event_id = f"{self._ids.getrandbits(128):032x}"
         event = transaction_event(
             head,
