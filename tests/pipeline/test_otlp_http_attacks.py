@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status, StatusCode
 
 import agent_trace
+from agent_trace.pipeline.sinks import otlp as otlp_sink_module
 from agent_trace.pipeline.sinks import otlp_proto
 from agent_trace.pipeline.sinks._pacing import PacedBatch
 from agent_trace.pipeline.sinks.otlp import OtlpSink, _http_exporter_class
@@ -331,6 +332,47 @@ def test_the_size_limit_is_applied_at_the_same_byte(
 
     assert (result is SpanExportResult.SUCCESS) is sent
     assert len(otlp_http_recorder.requests) == int(sent)
+
+
+def test_a_batch_over_the_size_limit_is_refused_with_the_stock_warning(
+    make: Make,
+    otlp_http_recorder: OtlpHttpRecorder,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logger = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+    caplog.set_level(logging.WARNING, logger=logger)
+    # The sink's filter lets each message through once a minute: forget earlier tests' ones.
+    monkeypatch.setattr(otlp_sink_module._filter, "_last", {})
+
+    result = export_once(make, otlp_http_recorder, BATCH, max_request_size=stock_size() - 1)
+
+    assert result is SpanExportResult.FAILURE
+    [record] = [r for r in caplog.records if r.name == logger]
+    assert record.getMessage() == (
+        f"Dropping span batch: serialized size {stock_size()} bytes exceeds "
+        f"max_request_size {stock_size() - 1} bytes."
+    )
+
+
+def test_a_batch_over_the_size_limit_is_not_encoded_a_second_time(
+    otlp_http_recorder: OtlpHttpRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import opentelemetry.exporter.otlp.proto.http.trace_exporter as stock_module
+
+    stock_encodings: list[int] = []
+
+    def spy(spans: Sequence[ReadableSpan]) -> Any:
+        stock_encodings.append(len(spans))
+        return encode_spans(spans)
+
+    monkeypatch.setattr(stock_module, "encode_spans", spy)
+
+    result = export_once(ours, otlp_http_recorder, BATCH, max_request_size=10)
+
+    assert result is SpanExportResult.FAILURE
+    assert stock_encodings == []
+    assert otlp_http_recorder.requests == []
 
 
 def test_a_batch_our_encoder_refuses_is_sent_by_the_stock_encoder(
