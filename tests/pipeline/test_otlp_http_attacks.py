@@ -532,14 +532,17 @@ def otlp_drops() -> int:
     return sum(n for (sink, _), n in agent_trace.dropped_spans().items() if sink == "otlp")
 
 
+@pytest.mark.parametrize("export_process", [False, True], ids=["threads", "export-process"])
 def test_spans_a_receiver_refuses_are_counted_as_dropped(
-    otlp_http_recorder: OtlpHttpRecorder,
+    otlp_http_recorder: OtlpHttpRecorder, export_process: bool
 ) -> None:
     otlp_http_recorder.fail(400)
     before = otlp_drops()
 
     with capture_spans(
-        otlp_endpoint=otlp_http_recorder.traces_url, otlp_protocol="http", export_process=False
+        otlp_endpoint=otlp_http_recorder.traces_url,
+        otlp_protocol="http",
+        export_process=export_process,
     ) as captured:
         run_sessions(3)
         assert agent_trace.force_flush(timeout_s=10.0) is False
