@@ -13,7 +13,6 @@ looks at bodies and not at the wire.
 from __future__ import annotations
 
 import collections
-import ctypes
 import dataclasses
 import datetime
 import enum
@@ -722,66 +721,63 @@ def event_ids(poster: FakePoster) -> list[str]:
     return [json.loads(body.split(b"\n", 1)[0])["event_id"] for body in poster.bodies]
 
 
-def test_a_forked_childs_event_ids_are_not_its_parents(spans: Spans) -> None:
-    drops, poster = DropCounter(), FakePoster()
-    sink = fake_sink(drops, poster)
-    sink.export(spans.sessions(5, children=0))
-    read_end, write_end = os.pipe()
+# Run in a fresh interpreter: a process forked from pytest's inherits the locks of every other
+# test's leftovers (a TracerProvider's fork hook can hang on one in the child).
+_FORKED_IDS = """
+import ctypes, json, os, sys
+from agent_trace.pipeline.drops import DropCounter
+from agent_trace.pipeline.sinks import sentry_json
+from tests.pipeline.test_sentry_sink_attacks import FakePoster, Spans
+from tests.adversarial.test_sentry_json_attacks import event_ids, fake_sink
 
-    pid = os.fork()
-    if pid == 0:  # the child: the same number of transactions, its ids to the pipe
-        code = 1
-        try:
-            poster.bodies.clear()
-            sink.export(spans.sessions(50, children=0))
-            os.write(write_end, json.dumps(event_ids(poster)).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        child_ids = json.loads(pipe.read())
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+if sys.argv[1] == "standard library":
+    sentry_json._orjson = None
+spans, poster = Spans(), FakePoster()
+sink = fake_sink(DropCounter(), poster)
+sink.export(spans.sessions(5, children=0))
+batch = spans.sessions(50, children=0)
+# "python": os.fork, with Python's fork hooks; "c": fork() called as C code calls it, without.
+fork = os.fork if sys.argv[2] == "python" else ctypes.CDLL(None, use_errno=True).fork
+read_end, write_end = os.pipe()
+pid = fork()
+if pid == 0:
+    code = 1
+    try:
+        poster.bodies.clear()
+        sink.export(batch)
+        os.write(write_end, json.dumps(event_ids(poster)).encode())
+        code = 0
+    finally:
+        os._exit(code)
+os.close(write_end)
+with os.fdopen(read_end, "rb") as pipe:
+    child = json.loads(pipe.read())
+_, status = os.waitpid(pid, 0)
+poster.bodies.clear()
+sink.export(batch)
+print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "child": child,
+                  "parent": event_ids(poster)}))
+"""
 
-    poster.bodies.clear()
-    sink.export(spans.sessions(50, children=0))
-    parent_ids = event_ids(poster)
-    assert len(child_ids) == len(parent_ids) == 50
-    assert not set(child_ids) & set(parent_ids)
 
+@pytest.mark.parametrize("fork", ["python", "c"])
+def test_a_forked_childs_event_ids_are_not_its_parents(encoder: str, fork: str) -> None:
+    # "c": C code may call fork() itself, and none of the hooks that renew state in a forked
+    # child run.
+    run = subprocess.run(
+        [sys.executable, "-c", _FORKED_IDS, encoder, fork],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
-def test_a_child_forked_without_pythons_fork_hooks_sends_ids_of_its_own(spans: Spans) -> None:
-    # C code may call fork() itself: none of the hooks that renew state in a forked child run.
-    fork = ctypes.CDLL(None, use_errno=True).fork
-    drops, poster = DropCounter(), FakePoster()
-    sink = fake_sink(drops, poster)
-    sink.export(spans.sessions(5, children=0))
-    batch = spans.sessions(50, children=0)
-    read_end, write_end = os.pipe()
-
-    pid = fork()
-    assert pid >= 0
-    if pid == 0:  # the child: no thread but this one, no lock held, a pipe and _exit
-        code = 1
-        try:
-            poster.bodies.clear()
-            sink.export(batch)
-            os.write(write_end, json.dumps(event_ids(poster)).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        child_ids = json.loads(pipe.read())
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-
-    poster.bodies.clear()
-    sink.export(batch)
-    parent_ids = event_ids(poster)
-    assert len(child_ids) == len(parent_ids) == 50
-    assert not set(child_ids) & set(parent_ids)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["exit"] == 0
+    assert len(result["child"]) == len(result["parent"]) == 50
+    assert not set(result["child"]) & set(result["parent"])
 
 
 # -- answers' heads, parsed once by their bytes ----------------------------------------------
