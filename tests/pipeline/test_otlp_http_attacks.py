@@ -475,20 +475,31 @@ def test_exporter_metrics_are_those_of_the_stock_export(
 # Run in an interpreter of its own: pytest's process has threads and other tests' fork hooks (an
 # SDK TracerProvider's), and a child forked while one of them holds a lock can hang.
 FORK_SCRIPT = """
-import os, sys
+import os, sys, urllib.parse
+import psutil
 from tests.pipeline.test_otlp_proto import BATCH
 from agent_trace.pipeline.sinks.otlp import OtlpSink
 
+port = urllib.parse.urlsplit(sys.argv[1]).port
+
+def open_to_recorder():
+    me = psutil.Process()
+    connections = getattr(me, "net_connections", me.connections)(kind="tcp")
+    return sum(1 for c in connections if c.raddr and c.raddr.port == port)
+
 sink = OtlpSink("otlp", sys.argv[1], protocol="http", headers={}, timeout_s=5.0)
 assert sink.export(BATCH[:1])  # the parent's keep-alive connection is now open
+assert open_to_recorder() == 1
 parent_exporter = sink._exporter
 pid = os.fork()
 if pid == 0:
     code = 3
     try:
+        # The child closed its copy of the parent's connection (the parent's stays open).
+        closed = open_to_recorder() == 0
         fresh = sink._exporter is not parent_exporter
         fast = type(sink._exporter).__name__ == "FastHttpExporter"
-        code = 0 if fresh and fast and sink.export(BATCH) else 2
+        code = 0 if closed and fresh and fast and sink.export(BATCH) else 2
     finally:
         os._exit(code)
 _, status = os.waitpid(pid, 0)

@@ -190,10 +190,14 @@ class OtlpSink:
         # A forked child must not write into the parent's keep-alive connections (their
         # requests would interleave on one socket) nor use its gRPC channel: start afresh.
         inherited, self._exporter = self._exporter, self._build()
-        session = getattr(inherited, "_session", None)
-        if session is not None:
-            # Closing the child's copies of the sockets leaves the parent's connections open.
-            session.close()
+        # The HTTP exporter's connections: its session in older versions, its client's
+        # transport since 1.45. Closing the child's copies of the sockets leaves the parent's
+        # connections open. A gRPC channel is kept, unused: closing it would shut the parent's.
+        closable: Any = getattr(inherited, "_session", None)
+        if closable is None:
+            closable = getattr(getattr(inherited, "_client", None), "_transport", None)
+        if callable(getattr(closable, "close", None)):
+            closable.close()
         else:
             self._inherited.append(inherited)
 
