@@ -126,15 +126,13 @@ def _http_exporter_class() -> Callable[..., SpanExporter]:
                     return super().export(spans)
                 with metrics.export_operation(len(spans)) as result:
                     stock_logger.warning(
-                        "Dropping span batch: serialized size %d bytes exceeds "
-                        "max_request_size %d bytes.",
+                        "agent-trace: a batch of %d spans is %d bytes as OTLP, over the "
+                        "exporter's max_request_size of %d bytes: not sent",
+                        len(spans),
                         size,
                         limit,
                     )
-                    result.error = too_large(
-                        f"Serialized span request size {size} bytes exceeds "
-                        f"max_request_size {limit} bytes."
-                    )
+                    result.error = too_large(f"{size} bytes, over the limit of {limit}")
                 return SpanExportResult.FAILURE
             with metrics.export_operation(len(spans)) as result:
                 outcome = client.export(data)
