@@ -536,10 +536,9 @@ BATCH = [
 ]
 
 
-@pytest.mark.integration
-def test_a_grpc_export_delivers_the_stock_request_encoded_by_ours(
-    otlp_grpc_recorder: OtlpGrpcRecorder, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def ours(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The requests our encoder writes from now on, as it writes them."""
     encoded: list[bytes] = []
 
     def spy(spans: Sequence[ReadableSpan]) -> bytes:
@@ -547,11 +546,17 @@ def test_a_grpc_export_delivers_the_stock_request_encoded_by_ours(
         return encoded[-1]
 
     monkeypatch.setattr(otlp_proto, "encode_request", spy)
+    return encoded
 
+
+@pytest.mark.integration
+def test_a_grpc_export_delivers_the_stock_request_encoded_by_ours(
+    otlp_grpc_recorder: OtlpGrpcRecorder, ours: list[bytes]
+) -> None:
     received = export_through_sink(otlp_grpc_recorder, PacedBatch(BATCH))
 
     assert received == encode_spans(BATCH)
-    assert [ExportTraceServiceRequest.FromString(data) for data in encoded] == [received]
+    assert [ExportTraceServiceRequest.FromString(data) for data in ours] == [received]
 
 
 @pytest.mark.integration
@@ -582,20 +587,12 @@ def export_over_http(recorder: OtlpHttpRecorder, batch: Sequence[ReadableSpan]) 
 
 @pytest.mark.integration
 def test_an_http_export_delivers_the_stock_request_encoded_by_ours(
-    otlp_http_recorder: OtlpHttpRecorder, monkeypatch: pytest.MonkeyPatch
+    otlp_http_recorder: OtlpHttpRecorder, ours: list[bytes]
 ) -> None:
-    encoded: list[bytes] = []
-
-    def spy(spans: Sequence[ReadableSpan]) -> bytes:
-        encoded.append(encode_request(spans))
-        return encoded[-1]
-
-    monkeypatch.setattr(otlp_proto, "encode_request", spy)
-
     [request] = export_over_http(otlp_http_recorder, PacedBatch(BATCH))
 
     assert request.decoded == encode_spans(BATCH)
-    assert encoded == [request.content]
+    assert ours == [request.content]
 
 
 @pytest.mark.integration

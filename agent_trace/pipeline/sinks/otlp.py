@@ -53,6 +53,22 @@ for _name in _EXPORTER_LOGGERS:
 _logger = logging.getLogger(__name__)
 
 
+def _our_request(spans: Sequence[ReadableSpan]) -> bytes | None:
+    """The export request written by our encoder; None for a batch it refuses (a value it does
+    not take), which the stock encoder then sends what it can of."""
+    from agent_trace.pipeline.sinks import otlp_proto
+
+    try:
+        return otlp_proto.encode_request(spans)
+    except Exception:
+        _logger.debug(
+            "our encoder refused a batch of %d spans; the stock one sends it",
+            len(spans),
+            exc_info=True,
+        )
+        return None
+
+
 @cache
 def _grpc_exporter_class() -> Callable[..., SpanExporter]:
     """The gRPC exporter with our encoder (`otlp_proto`), built on first use of gRPC."""
@@ -61,21 +77,13 @@ def _grpc_exporter_class() -> Callable[..., SpanExporter]:
         ExportTraceServiceRequest,
     )
 
-    from agent_trace.pipeline.sinks import otlp_proto
-
     class FastGrpcExporter(OTLPSpanExporter):
         def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
-            try:
-                # Parsing our bytes in C costs a fraction of building the message in Python.
-                return ExportTraceServiceRequest.FromString(otlp_proto.encode_request(data))
-            except Exception:
-                # A value our encoder does not take: the stock encoder sends what it can of it.
-                _logger.debug(
-                    "our encoder refused a batch of %d spans; the stock one sends it",
-                    len(data),
-                    exc_info=True,
-                )
+            request = _our_request(data)
+            if request is None:
                 return super()._translate_data(data)
+            # Parsing our bytes in C costs a fraction of building the message in Python.
+            return ExportTraceServiceRequest.FromString(request)
 
     return FastGrpcExporter
 
@@ -89,8 +97,6 @@ def _http_exporter_class() -> Callable[..., SpanExporter]:
     export metrics. A version of the exporter without those parts exports the stock way.
     """
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    from agent_trace.pipeline.sinks import otlp_proto
 
     try:
         from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError
@@ -108,14 +114,8 @@ def _http_exporter_class() -> Callable[..., SpanExporter]:
             limit: Any = getattr(self, "_max_request_size", None)
             if getattr(self, "_shutdown", True) or None in (client, metrics, limit):
                 return super().export(spans)
-            try:
-                data = otlp_proto.encode_request(spans)
-            except Exception:
-                _logger.debug(
-                    "our encoder refused a batch of %d spans; the stock one sends it",
-                    len(spans),
-                    exc_info=True,
-                )
+            data = _our_request(spans)
+            if data is None:
                 return super().export(spans)
             size = len(data)
             if limit > 0 and size > limit:
