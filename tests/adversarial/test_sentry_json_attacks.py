@@ -470,18 +470,6 @@ class NoContext(ReadableSpan):
         return None
 
 
-def rebuilt(span: ReadableSpan, cls: type[ReadableSpan]) -> ReadableSpan:
-    return cls(
-        name=span.name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=span.attributes,
-        start_time=span.start_time,
-        end_time=span.end_time,
-    )
-
-
 @pytest.mark.parametrize("cls", [NoResource, NoContext])
 def test_a_span_class_that_cannot_give_its_fields_is_counted_once_and_its_batch_goes_on(
     cls: type[ReadableSpan], spans: Spans, otlp_http_recorder: OtlpHttpRecorder
@@ -501,7 +489,7 @@ def test_a_span_class_that_cannot_give_its_fields_is_counted_once_and_its_batch_
     session = spans.sessions(1)
     # The step parks under the agent; the agent, which cannot be read, comes next with the
     # bucket it would have taken; then a session and the open root.
-    batch = [step, rebuilt(agent, cls), *session, open_root]
+    batch = [step, remade(agent, cls=cls), *session, open_root]
 
     assert sink.export(batch) is False
     sink.flush(5.0)
@@ -890,7 +878,10 @@ def scripted() -> Iterator[list[ScriptedSentry]]:
 # -- ids and times the SDK would not make ----------------------------------------------------
 
 
-def remade(span: ReadableSpan, **changes: Any) -> ReadableSpan:
+def remade(
+    span: ReadableSpan, cls: type[ReadableSpan] = ReadableSpan, **changes: Any
+) -> ReadableSpan:
+    """The span made again (as a `cls`), with `changes` to its fields."""
     fields: dict[str, Any] = {
         "name": span.name,
         "context": span.context,
@@ -901,7 +892,7 @@ def remade(span: ReadableSpan, **changes: Any) -> ReadableSpan:
         "end_time": span.end_time,
     }
     fields.update(changes)
-    return ReadableSpan(**fields)
+    return cls(**fields)
 
 
 def with_span_id(span: ReadableSpan, span_id: int) -> ReadableSpan:
@@ -1018,9 +1009,9 @@ def spoiled(span: ReadableSpan, fault: str, value: Any) -> ReadableSpan:
     if fault == "zero id":
         return with_span_id(span, 0)
     if fault == "no resource":
-        return rebuilt(span, NoResource)
+        return remade(span, cls=NoResource)
     if fault == "no context":
-        return rebuilt(span, NoContext)
+        return remade(span, cls=NoContext)
     return span
 
 

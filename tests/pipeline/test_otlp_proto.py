@@ -549,6 +549,16 @@ def ours(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     return encoded
 
 
+@pytest.fixture
+def ours_refusing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our encoder refuses every batch from now on, as it refuses a value it does not take."""
+
+    def refuse(spans: Sequence[ReadableSpan]) -> bytes:
+        raise ValueError("a value our encoder does not take")
+
+    monkeypatch.setattr(otlp_proto, "encode_request", refuse)
+
+
 @pytest.mark.integration
 def test_a_grpc_export_delivers_the_stock_request_encoded_by_ours(
     otlp_grpc_recorder: OtlpGrpcRecorder, ours: list[bytes]
@@ -561,13 +571,8 @@ def test_a_grpc_export_delivers_the_stock_request_encoded_by_ours(
 
 @pytest.mark.integration
 def test_a_grpc_export_falls_back_to_the_stock_encoder(
-    otlp_grpc_recorder: OtlpGrpcRecorder, monkeypatch: pytest.MonkeyPatch
+    otlp_grpc_recorder: OtlpGrpcRecorder, ours_refusing: None
 ) -> None:
-    def refuse(spans: Sequence[ReadableSpan]) -> bytes:
-        raise ValueError("a value our encoder does not take")
-
-    monkeypatch.setattr(otlp_proto, "encode_request", refuse)
-
     received = export_through_sink(otlp_grpc_recorder, BATCH)
 
     assert received == encode_spans(BATCH)
@@ -609,13 +614,8 @@ def test_an_http_export_keeps_the_exporters_compression(
 
 @pytest.mark.integration
 def test_an_http_export_falls_back_to_the_stock_encoder(
-    otlp_http_recorder: OtlpHttpRecorder, monkeypatch: pytest.MonkeyPatch
+    otlp_http_recorder: OtlpHttpRecorder, ours_refusing: None
 ) -> None:
-    def refuse(spans: Sequence[ReadableSpan]) -> bytes:
-        raise ValueError("a value our encoder does not take")
-
-    monkeypatch.setattr(otlp_proto, "encode_request", refuse)
-
     [request] = export_over_http(otlp_http_recorder, BATCH)
 
     assert request.decoded == encode_spans(BATCH)
